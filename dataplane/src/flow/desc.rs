@@ -1,0 +1,152 @@
+//! The compact descriptor that crosses from a decoding worker to a flow shard.
+//!
+//! A shard never sees the frame: it gets the timestamp, the flow key and hash, the direction,
+//! the TCP header fields and options, lengths, and for DNS the first bytes of the payload.
+
+use super::key::{Direction, FlowKey};
+use crate::decode::{Packet, TcpHeader, Transport};
+
+/// Bytes of payload carried for DNS (ports 53/5353/5355); enough for the header and a
+/// question of ordinary length.
+pub const SNIPPET_LEN: usize = 128;
+
+/// What kind of packet a descriptor describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A TCP segment; the header is in [`PacketDesc::tcp`].
+    Tcp,
+    /// A UDP datagram with this payload length.
+    Udp {
+        /// UDP payload length.
+        payload_len: u32,
+    },
+    /// An ICMP informational message (echo and the like) of its own flow.
+    Icmp {
+        /// ICMP type.
+        icmp_type: u8,
+        /// ICMP code.
+        code: u8,
+        /// ICMP payload length.
+        payload_len: u32,
+    },
+    /// An ICMP error quoting the flow in [`PacketDesc::key`]; it is counted on that flow.
+    IcmpError {
+        /// ICMP type.
+        icmp_type: u8,
+        /// ICMP code.
+        code: u8,
+        /// ICMPv6.
+        v6: bool,
+    },
+    /// An IP fragment without a usable transport header.
+    Fragment,
+    /// Another IP protocol.
+    Other,
+}
+
+/// One packet as a flow shard needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketDesc {
+    /// Frame number in the source, from 1 (for per-frame diagnostics).
+    pub frame_no: u64,
+    /// Capture time, ns since the epoch.
+    pub ts_ns: i64,
+    /// `key.hash64()`.
+    pub hash: u64,
+    /// Normalised flow key.
+    pub key: FlowKey,
+    /// Direction of this packet relative to the key.
+    pub dir: Direction,
+    /// Frame length on the wire.
+    pub frame_len: u32,
+    /// VLAN ids.
+    pub vlan: [Option<u16>; 2],
+    /// What it is.
+    pub kind: Kind,
+    /// The TCP header when `kind == Kind::Tcp`.
+    pub tcp: TcpHeader,
+    /// Valid bytes in `snippet`.
+    pub snippet_len: u8,
+    /// Start of the payload for DNS, otherwise empty.
+    pub snippet: [u8; SNIPPET_LEN],
+}
+
+/// True for the ports whose payload the shard parses (DNS, mDNS, LLMNR).
+#[inline]
+pub fn is_dns_port(p: u16) -> bool {
+    matches!(p, 53 | 5353 | 5355)
+}
+
+impl PacketDesc {
+    /// Builds the descriptor of a decoded packet.
+    #[inline]
+    pub fn from_packet(frame_no: u64, ts_ns: i64, frame_len: u32, p: &Packet<'_>) -> PacketDesc {
+        let mut tcp = TcpHeader::default();
+        let mut want_snippet = false;
+        let (key, dir, kind) = match p.transport {
+            Transport::Icmp(i) if i.is_error() && i.quoted.is_some() => {
+                let q = i.quoted.unwrap_or_default();
+                let (key, dir) =
+                    FlowKey::new(q.ip_version, q.proto, q.src, q.src_port, q.dst, q.dst_port);
+                (
+                    key,
+                    dir,
+                    Kind::IcmpError {
+                        icmp_type: i.icmp_type,
+                        code: i.code,
+                        v6: i.v6,
+                    },
+                )
+            }
+            _ => {
+                let (key, dir) = FlowKey::of_packet(p);
+                let kind = match p.transport {
+                    Transport::Tcp(t) => {
+                        tcp = t;
+                        want_snippet = is_dns_port(t.src_port) || is_dns_port(t.dst_port);
+                        Kind::Tcp
+                    }
+                    Transport::Udp(u) => {
+                        want_snippet = is_dns_port(u.src_port) || is_dns_port(u.dst_port);
+                        Kind::Udp {
+                            payload_len: u.payload_len,
+                        }
+                    }
+                    Transport::Icmp(i) => Kind::Icmp {
+                        icmp_type: i.icmp_type,
+                        code: i.code,
+                        payload_len: p.payload.len() as u32,
+                    },
+                    Transport::Fragment => Kind::Fragment,
+                    Transport::Other => Kind::Other,
+                };
+                (key, dir, kind)
+            }
+        };
+        let mut snippet = [0u8; SNIPPET_LEN];
+        let mut snippet_len = 0;
+        if want_snippet {
+            let n = p.payload.len().min(SNIPPET_LEN);
+            snippet[..n].copy_from_slice(&p.payload[..n]);
+            snippet_len = n as u8;
+        }
+        PacketDesc {
+            frame_no,
+            ts_ns,
+            hash: key.hash64(),
+            key,
+            dir,
+            frame_len,
+            vlan: p.vlan,
+            kind,
+            tcp,
+            snippet_len,
+            snippet,
+        }
+    }
+
+    /// The DNS payload snippet.
+    pub fn snippet(&self) -> &[u8] {
+        &self.snippet[..self.snippet_len as usize]
+    }
+}

@@ -1,0 +1,225 @@
+//! The symmetric flow key and its hash.
+//!
+//! Both directions of a connection normalise to the same [`FlowKey`] (the lower endpoint
+//! first), so they hash to the same shard and the same table slot. [`Direction`] says which
+//! way a packet went relative to that normal form.
+
+use crate::decode::Packet;
+
+/// Which endpoint of the normalised key sent the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Direction {
+    /// From endpoint `a` (the lower one) to `b`.
+    AtoB = 0,
+    /// From endpoint `b` to `a`.
+    BtoA = 1,
+}
+
+impl Direction {
+    /// The other direction.
+    #[inline]
+    pub fn flip(self) -> Direction {
+        match self {
+            Direction::AtoB => Direction::BtoA,
+            Direction::BtoA => Direction::AtoB,
+        }
+    }
+
+    /// 0 or 1, for indexing per-direction arrays.
+    #[inline]
+    pub fn idx(self) -> usize {
+        self as usize
+    }
+}
+
+/// A normalised 5-tuple. IPv4 addresses are IPv4-mapped, so one type covers both versions.
+/// VLAN tags and tunnel headers are not part of the key: like Wireshark's `tcp.stream`, a
+/// connection is its inner addresses and ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// Lower endpoint address.
+    pub addr_a: [u8; 16],
+    /// Higher endpoint address.
+    pub addr_b: [u8; 16],
+    /// Port of `addr_a` (ICMP echo: the identifier on both sides).
+    pub port_a: u16,
+    /// Port of `addr_b`.
+    pub port_b: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// 4 or 6.
+    pub ip_version: u8,
+}
+
+impl FlowKey {
+    /// Builds the key of a packet sent from `src:sport` to `dst:dport`, returning the
+    /// direction the packet travelled.
+    #[inline]
+    pub fn new(
+        ip_version: u8,
+        proto: u8,
+        src: [u8; 16],
+        sport: u16,
+        dst: [u8; 16],
+        dport: u16,
+    ) -> (FlowKey, Direction) {
+        if (src, sport) <= (dst, dport) {
+            let k = FlowKey {
+                addr_a: src,
+                addr_b: dst,
+                port_a: sport,
+                port_b: dport,
+                proto,
+                ip_version,
+            };
+            (k, Direction::AtoB)
+        } else {
+            let k = FlowKey {
+                addr_a: dst,
+                addr_b: src,
+                port_a: dport,
+                port_b: sport,
+                proto,
+                ip_version,
+            };
+            (k, Direction::BtoA)
+        }
+    }
+
+    /// The key of a decoded packet (ports from TCP/UDP, the echo identifier for ICMP echo,
+    /// zero otherwise).
+    #[inline]
+    pub fn of_packet(p: &Packet<'_>) -> (FlowKey, Direction) {
+        use crate::decode::Transport;
+        let (sport, dport) = match p.transport {
+            Transport::Tcp(t) => (t.src_port, t.dst_port),
+            Transport::Udp(u) => (u.src_port, u.dst_port),
+            Transport::Icmp(i) => (i.echo_id, i.echo_id),
+            Transport::Fragment | Transport::Other => (0, 0),
+        };
+        FlowKey::new(
+            p.ip.version,
+            p.ip.proto,
+            p.ip.src,
+            sport,
+            p.ip.dst,
+            dport,
+        )
+    }
+
+    /// The symmetric 64-bit hash: the same for both directions (the key is normalised), stable
+    /// across runs and platforms, so shard assignment is reproducible.
+    #[inline]
+    pub fn hash64(&self) -> u64 {
+        const K: u64 = 0x9E37_79B9_7F4A_7C15;
+        let w = |b: &[u8; 16], i: usize| {
+            u64::from_le_bytes([
+                b[i],
+                b[i + 1],
+                b[i + 2],
+                b[i + 3],
+                b[i + 4],
+                b[i + 5],
+                b[i + 6],
+                b[i + 7],
+            ])
+        };
+        let mut h = (u64::from(self.proto) << 32)
+            | (u64::from(self.port_a) << 16)
+            | u64::from(self.port_b);
+        for word in [
+            w(&self.addr_a, 0),
+            w(&self.addr_a, 8),
+            w(&self.addr_b, 0),
+            w(&self.addr_b, 8),
+        ] {
+            h = (h.rotate_left(23) ^ word).wrapping_mul(K);
+        }
+        // Final avalanche (from splitmix64) so the high bits used for shard choice are mixed.
+        h ^= h >> 30;
+        h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h ^= h >> 27;
+        h = h.wrapping_mul(0x94D0_49BB_1331_11EB);
+        h ^ (h >> 31)
+    }
+
+    /// The shard that owns this key among `n` shards.
+    #[inline]
+    pub fn shard(hash: u64, n: usize) -> usize {
+        // Multiply-shift on the high half: uniform without a division.
+        (((hash >> 32) * n as u64) >> 32) as usize
+    }
+
+    /// The address of endpoint `a` or `b` as text.
+    pub fn addr_string(&self, which: Direction) -> String {
+        let a = match which {
+            Direction::AtoB => &self.addr_a,
+            Direction::BtoA => &self.addr_b,
+        };
+        addr_to_string(self.ip_version, a)
+    }
+}
+
+/// Formats an address stored in 16 bytes (IPv4-mapped for version 4).
+pub fn addr_to_string(ip_version: u8, a: &[u8; 16]) -> String {
+    let v6 = std::net::Ipv6Addr::from(*a);
+    if ip_version == 4 {
+        v6.to_ipv4_mapped()
+            .map(|v4| v4.to_string())
+            .unwrap_or_else(|| v6.to_string())
+    } else {
+        v6.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> [u8; 16] {
+        let mut x = [0u8; 16];
+        x[10] = 0xff;
+        x[11] = 0xff;
+        x[12..].copy_from_slice(&[a, b, c, d]);
+        x
+    }
+
+    #[test]
+    fn both_directions_give_one_key_and_hash() {
+        let (k1, d1) = FlowKey::new(4, 6, v4(10, 0, 0, 2), 40000, v4(10, 0, 0, 1), 80);
+        let (k2, d2) = FlowKey::new(4, 6, v4(10, 0, 0, 1), 80, v4(10, 0, 0, 2), 40000);
+        assert_eq!(k1, k2);
+        assert_ne!(d1, d2);
+        assert_eq!(k1.hash64(), k2.hash64());
+        assert_eq!(k1.addr_string(Direction::AtoB), "10.0.0.1");
+    }
+
+    #[test]
+    fn same_address_different_ports() {
+        let a = v4(127, 0, 0, 1);
+        let (k1, d1) = FlowKey::new(4, 6, a, 5000, a, 80);
+        let (k2, d2) = FlowKey::new(4, 6, a, 80, a, 5000);
+        assert_eq!(k1, k2);
+        assert_eq!(d1, d2.flip());
+    }
+
+    #[test]
+    fn shards_spread_evenly() {
+        let mut counts = [0usize; 4];
+        for i in 0..40_000u32 {
+            let (k, _) = FlowKey::new(
+                4,
+                6,
+                v4(10, (i >> 8) as u8, i as u8, 1),
+                (i % 50_000) as u16 + 1024,
+                v4(192, 168, 0, 1),
+                443,
+            );
+            counts[FlowKey::shard(k.hash64(), 4)] += 1;
+        }
+        for c in counts {
+            assert!((9_000..11_000).contains(&c), "{counts:?}");
+        }
+    }
+}

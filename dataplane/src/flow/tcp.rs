@@ -1,0 +1,519 @@
+//! Wireshark's TCP sequence analysis, rule for rule.
+//!
+//! [`TcpConn::analyze`] takes one segment of a connection and returns the `tcp.analysis.*`
+//! flags tshark 4.0 would show on it, plus the `ack_rtt` sample. The rules follow
+//! `tcp_analyze_sequence_number` in Wireshark's `epan/dissectors/packet-tcp.c` in its
+//! evaluation order; see
+//! `docs/tcp-analysis.md` for each rule in words and every place we knowingly differ.
+
+use super::key::Direction;
+use crate::decode::{TcpHeader, tcp_flags as th};
+
+/// `tcp.analysis.*` flags of one segment, as a bit set.
+pub mod flags {
+    /// `tcp.analysis.retransmission` (also set on fast and spurious retransmissions).
+    pub const RETRANSMISSION: u32 = 1 << 0;
+    /// `tcp.analysis.fast_retransmission`.
+    pub const FAST_RETRANSMISSION: u32 = 1 << 1;
+    /// `tcp.analysis.spurious_retransmission`.
+    pub const SPURIOUS_RETRANSMISSION: u32 = 1 << 2;
+    /// `tcp.analysis.duplicate_ack`.
+    pub const DUPLICATE_ACK: u32 = 1 << 3;
+    /// `tcp.analysis.out_of_order`.
+    pub const OUT_OF_ORDER: u32 = 1 << 4;
+    /// `tcp.analysis.lost_segment` (previous segment not captured).
+    pub const LOST_SEGMENT: u32 = 1 << 5;
+    /// `tcp.analysis.ack_lost_segment` (ACKed segment that wasn't captured).
+    pub const ACK_LOST_SEGMENT: u32 = 1 << 6;
+    /// `tcp.analysis.zero_window`.
+    pub const ZERO_WINDOW: u32 = 1 << 7;
+    /// `tcp.analysis.zero_window_probe`.
+    pub const ZERO_WINDOW_PROBE: u32 = 1 << 8;
+    /// `tcp.analysis.zero_window_probe_ack`.
+    pub const ZERO_WINDOW_PROBE_ACK: u32 = 1 << 9;
+    /// `tcp.analysis.window_full`.
+    pub const WINDOW_FULL: u32 = 1 << 10;
+    /// `tcp.analysis.window_update`.
+    pub const WINDOW_UPDATE: u32 = 1 << 11;
+    /// `tcp.analysis.keep_alive`.
+    pub const KEEP_ALIVE: u32 = 1 << 12;
+    /// `tcp.analysis.keep_alive_ack`.
+    pub const KEEP_ALIVE_ACK: u32 = 1 << 13;
+    /// `tcp.analysis.reused_ports`.
+    pub const REUSED_PORTS: u32 = 1 << 14;
+
+    /// Every flag with its tshark field suffix, in the order of the expected files.
+    pub const NAMES: [(u32, &str); 15] = [
+        (RETRANSMISSION, "retransmission"),
+        (FAST_RETRANSMISSION, "fast_retransmission"),
+        (SPURIOUS_RETRANSMISSION, "spurious_retransmission"),
+        (DUPLICATE_ACK, "duplicate_ack"),
+        (OUT_OF_ORDER, "out_of_order"),
+        (LOST_SEGMENT, "lost_segment"),
+        (ACK_LOST_SEGMENT, "ack_lost_segment"),
+        (ZERO_WINDOW, "zero_window"),
+        (ZERO_WINDOW_PROBE, "zero_window_probe"),
+        (ZERO_WINDOW_PROBE_ACK, "zero_window_probe_ack"),
+        (WINDOW_FULL, "window_full"),
+        (WINDOW_UPDATE, "window_update"),
+        (KEEP_ALIVE, "keep_alive"),
+        (KEEP_ALIVE_ACK, "keep_alive_ack"),
+        (REUSED_PORTS, "reused_ports"),
+    ];
+}
+
+/// Wireshark's `tcp.completeness` bits.
+pub mod completeness {
+    /// A SYN was seen.
+    pub const SYN: u8 = 1;
+    /// A SYN-ACK was seen.
+    pub const SYN_ACK: u8 = 2;
+    /// An ACK was seen.
+    pub const ACK: u8 = 4;
+    /// Payload was seen.
+    pub const DATA: u8 = 8;
+    /// A FIN was seen.
+    pub const FIN: u8 = 16;
+    /// A RST was seen.
+    pub const RST: u8 = 32;
+}
+
+/// Wireshark's TCP_MAX_UNACKED_SEGMENTS: unacknowledged segments remembered per direction
+/// for RTT matching; beyond it new segments are not remembered.
+pub const MAX_UNACKED: usize = 10_000;
+
+/// Window scale state of one direction (Wireshark's `win_scale`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WinScale {
+    /// Not known (no SYN seen): windows are taken as they are (-1).
+    Unknown,
+    /// The handshake showed that scaling is not in use (-2).
+    None,
+    /// Shift count, capped at 14.
+    Shift(u8),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Unacked {
+    seq: u32,
+    nextseq: u32,
+    ts: i64,
+}
+
+/// Per-direction analysis state (Wireshark's `tcp_flow_t` and `tcp_analyze_seq_info`). All
+/// sequence values are raw header values; 0 means "none yet", as in Wireshark.
+#[derive(Debug, Clone)]
+pub(crate) struct TcpDir {
+    base_set: bool,
+    base_seq: u32,
+    nextseq: u32,
+    nextseq_time: i64,
+    maxseqtobeacked: u32,
+    lastack: u32,
+    lastack_time: i64,
+    dupacknum: i32,
+    /// Raw window last advertised by this direction (`u32::MAX` before the first segment).
+    window: u32,
+    pub(crate) win_scale: WinScale,
+    /// Between this side's SYN (or SYN-ACK) and its first later pure ACK.
+    is_first_ack: bool,
+    /// Raw window scale option from this side's SYN or SYN-ACK.
+    pub(crate) wscale_opt: Option<u8>,
+    lastsegmentflags: u32,
+    /// Unacknowledged segments, oldest first.
+    unacked: Vec<Unacked>,
+}
+
+impl Default for TcpDir {
+    fn default() -> Self {
+        TcpDir {
+            base_set: false,
+            base_seq: 0,
+            nextseq: 0,
+            nextseq_time: 0,
+            maxseqtobeacked: 0,
+            lastack: 0,
+            lastack_time: 0,
+            dupacknum: 0,
+            window: u32::MAX,
+            win_scale: WinScale::Unknown,
+            is_first_ack: false,
+            wscale_opt: None,
+            lastsegmentflags: 0,
+            unacked: Vec::new(),
+        }
+    }
+}
+
+impl TcpDir {
+    /// The effective window of a raw value advertised by this side (not on SYNs).
+    fn scaled(&self, raw: u16) -> u32 {
+        match self.win_scale {
+            WinScale::Shift(s) => u32::from(raw) << s,
+            _ => u32::from(raw),
+        }
+    }
+}
+
+#[inline]
+fn gt(a: u32, b: u32) -> bool {
+    (b.wrapping_sub(a) as i32) < 0
+}
+#[inline]
+fn lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+#[inline]
+fn le(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) <= 0
+}
+
+/// The analysis result of one segment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentAnalysis {
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// `tcp.analysis.ack_rtt`: this segment acknowledged a remembered one sent this many ns
+    /// earlier.
+    pub ack_rtt_ns: Option<i64>,
+    /// The effective (scaled) window this segment advertised, as `tcp.window_size`.
+    pub window: u32,
+    /// Payload bytes of this segment beyond the highest sequence seen before (goodput).
+    pub new_bytes: u32,
+}
+
+/// Wireshark's per-connection TCP analysis state.
+#[derive(Debug, Clone, Default)]
+pub struct TcpConn {
+    pub(crate) dirs: [TcpDir; 2],
+    /// `tcp.completeness` bits.
+    pub completeness: u8,
+    /// Packets seen by [`TcpConn::analyze`] (the first one is treated specially).
+    seen: u64,
+    /// Set by [`TcpConn::start_after_reuse`]: the next segment is the SYN that reused the ports.
+    reuse_pending: bool,
+    /// Time of the most recent SYN (`ts_mru_syn`).
+    ts_mru_syn: Option<i64>,
+    /// `tcp.analysis.initial_rtt` (`ts_first_rtt`), ns.
+    pub first_rtt_ns: Option<i64>,
+}
+
+impl TcpConn {
+    /// The window scale option value sent by the endpoint in direction `d`'s SYN.
+    pub fn wscale_option(&self, d: Direction) -> Option<u8> {
+        self.dirs[d.idx()].wscale_opt
+    }
+
+    /// True if a SYN without ACK in direction `dir` starts a new connection on this 4-tuple
+    /// (its ISN differs from the one this direction started with): Wireshark then opens a
+    /// new `tcp.stream` flagged `reused_ports`.
+    pub fn is_port_reuse(&self, dir: Direction, h: &TcpHeader) -> bool {
+        let f = &self.dirs[dir.idx()];
+        h.flags & (th::SYN | th::ACK) == th::SYN && f.base_set && h.seq != f.base_seq
+    }
+
+    /// Marks this (new) connection as one that reused the ports of an earlier one.
+    pub fn start_after_reuse(&mut self) {
+        self.completeness = completeness::SYN;
+        self.seen = 1;
+        self.reuse_pending = true;
+    }
+
+    /// Analyses one segment sent in direction `dir` at `ts` (ns).
+    pub fn analyze(&mut self, dir: Direction, ts: i64, h: &TcpHeader) -> SegmentAnalysis {
+        let mut out = SegmentAnalysis::default();
+        let fl = h.flags;
+        let (fi, ri) = (dir.idx(), dir.flip().idx());
+        let reused = std::mem::take(&mut self.reuse_pending);
+        let first = self.seen == 0;
+        self.seen += 1;
+
+        // Port reuse on an existing stream: a retransmitted SYN (same ISN) or a SYN-ACK with a
+        // new ISN. (A SYN with a new ISN is a new flow: the flow table handles it.)
+        if fl & th::SYN != 0 && self.dirs[fi].base_set {
+            let f = &mut self.dirs[fi];
+            if fl & th::ACK == 0 && h.seq == f.base_seq {
+                f.nextseq = f.maxseqtobeacked;
+                out.flags |= flags::REUSED_PORTS;
+            } else if fl & th::ACK != 0 && h.seq != f.base_seq {
+                f.base_seq = h.seq;
+                out.flags |= flags::REUSED_PORTS;
+            }
+        }
+        if reused {
+            out.flags |= flags::REUSED_PORTS;
+        }
+
+        out.window = if fl & th::SYN != 0 {
+            u32::from(h.window)
+        } else {
+            self.dirs[fi].scaled(h.window)
+        };
+
+        self.sequence_analysis(fi, ri, ts, h, &mut out);
+
+        // Completeness (after the analysis, as in dissect_tcp).
+        if first {
+            if fl & (th::SYN | th::ACK) == th::SYN {
+                self.completeness |= completeness::SYN;
+                if h.seg_len > 0 {
+                    self.completeness |= completeness::DATA;
+                }
+            }
+        } else if !reused {
+            if fl & (th::SYN | th::ACK) == th::SYN | th::ACK {
+                self.completeness |= completeness::SYN_ACK;
+            }
+            if fl & (th::SYN | th::ACK) == th::ACK {
+                self.completeness |= if h.seg_len > 0 {
+                    completeness::DATA
+                } else {
+                    completeness::ACK
+                };
+            }
+            if fl & (th::FIN | th::ACK) == th::FIN | th::ACK {
+                self.completeness |= completeness::FIN;
+            }
+            if fl & th::RST != 0 {
+                self.completeness |= completeness::RST;
+            }
+        }
+
+        // Handshake timing.
+        if fl & th::SYN != 0 {
+            if fl & th::ACK == 0 {
+                self.ts_mru_syn = Some(ts);
+            }
+            self.dirs[fi].is_first_ack = true;
+        }
+        if fl & (th::SYN | th::ACK) == th::ACK {
+            if self.first_rtt_ns.is_none() {
+                if let Some(syn) = self.ts_mru_syn {
+                    self.first_rtt_ns = Some(ts - syn);
+                }
+            }
+            self.dirs[fi].is_first_ack = false;
+        }
+
+        // Window scale option (any segment that carries it), then the SYN check.
+        if let Some(s) = h.options.wscale {
+            self.dirs[fi].win_scale = WinScale::Shift(s.min(14));
+            if fl & th::SYN != 0 {
+                self.dirs[fi].wscale_opt = Some(s);
+            }
+        }
+        if fl & th::SYN != 0 {
+            if self.dirs[fi].win_scale == WinScale::Unknown {
+                self.dirs[fi].win_scale = WinScale::None;
+                self.dirs[ri].win_scale = WinScale::None;
+            } else if fl & th::ACK != 0 && self.dirs[ri].win_scale == WinScale::None {
+                self.dirs[fi].win_scale = WinScale::None;
+            }
+        }
+        out
+    }
+
+    fn sequence_analysis(
+        &mut self,
+        fi: usize,
+        ri: usize,
+        ts: i64,
+        h: &TcpHeader,
+        out: &mut SegmentAnalysis,
+    ) {
+        let fl = h.flags;
+        let seglen = h.seg_len;
+        let (seq, ack, window) = (h.seq, h.ack, u32::from(h.window));
+        let no_sfr = fl & (th::SYN | th::FIN | th::RST) == 0;
+        let first_rtt = self.first_rtt_ns;
+
+        let (f, r) = {
+            let (a, b) = self.dirs.split_at_mut(1);
+            if fi == 0 {
+                (&mut a[0], &mut b[0])
+            } else {
+                (&mut b[0], &mut a[0])
+            }
+        };
+        debug_assert_ne!(fi, ri);
+
+        // Base sequence numbers.
+        if !f.base_set {
+            f.base_set = true;
+            f.base_seq = if fl & th::SYN != 0 {
+                seq
+            } else {
+                seq.wrapping_sub(1)
+            };
+        }
+        if !r.base_set && fl & th::ACK != 0 {
+            r.base_set = true;
+            r.base_seq = ack.wrapping_sub(1);
+        }
+
+        'fwd: {
+            if seglen == 1 && seq == f.nextseq && r.window == 0 {
+                out.flags |= flags::ZERO_WINDOW_PROBE;
+                break 'fwd;
+            }
+            if window == 0 && no_sfr {
+                out.flags |= flags::ZERO_WINDOW;
+            }
+            if f.nextseq != 0 && gt(seq, f.nextseq) && fl & th::RST == 0 {
+                out.flags |= flags::LOST_SEGMENT;
+            }
+            if seglen <= 1 && seq == f.nextseq.wrapping_sub(1) && no_sfr {
+                out.flags |= flags::KEEP_ALIVE;
+            }
+            let same_point = seq == f.nextseq && ack == f.lastack && no_sfr && seglen == 0;
+            if same_point && window != 0 && window != f.window {
+                out.flags |= flags::WINDOW_UPDATE;
+            }
+            if seglen > 0 && r.win_scale != WinScale::Unknown && no_sfr {
+                let shift = match r.win_scale {
+                    WinScale::Shift(s) if !r.is_first_ack => s,
+                    _ => 0,
+                };
+                let edge = r.lastack.wrapping_add(r.window.wrapping_shl(u32::from(shift)));
+                if seq.wrapping_add(seglen) == edge {
+                    out.flags |= flags::WINDOW_FULL;
+                }
+            }
+            if same_point
+                && window != 0
+                && window == f.window
+                && r.lastsegmentflags & flags::KEEP_ALIVE != 0
+            {
+                out.flags |= flags::KEEP_ALIVE_ACK;
+                break 'fwd;
+            }
+            if same_point
+                && window == 0
+                && window == f.window
+                && r.lastsegmentflags & flags::ZERO_WINDOW_PROBE != 0
+            {
+                out.flags |= flags::ZERO_WINDOW_PROBE_ACK;
+                break 'fwd;
+            }
+            if same_point && window != 0 && window == f.window {
+                f.dupacknum = if f.dupacknum == -1 {
+                    1
+                } else {
+                    f.dupacknum + 1
+                };
+                out.flags |= flags::DUPLICATE_ACK;
+            }
+        }
+
+        if ack != f.lastack {
+            f.dupacknum = 0;
+        }
+
+        // ACKed segment that wasn't captured (4.0: the "hole" test is a plain unsigned
+        // comparison, so the else branch is the usual one).
+        if r.maxseqtobeacked != 0 && gt(ack, r.maxseqtobeacked) && fl & th::ACK != 0 {
+            if r.maxseqtobeacked > r.nextseq {
+                r.maxseqtobeacked = r.nextseq;
+                out.flags |= flags::ACK_LOST_SEGMENT;
+            } else {
+                if r.dupacknum == 0 {
+                    out.flags |= flags::ACK_LOST_SEGMENT;
+                }
+                r.dupacknum = -1;
+            }
+        }
+
+        // Retransmission family.
+        if seglen > 0 || fl & (th::SYN | th::FIN) != 0 {
+            let mut not_adv = f.nextseq != 0 && lt(seq, f.nextseq);
+            'rt: {
+                if out.flags & flags::KEEP_ALIVE != 0 {
+                    break 'rt;
+                }
+                if seglen > 1 && f.nextseq.wrapping_sub(1) == seq {
+                    not_adv = false;
+                }
+                if seglen > 0 && r.lastack != 0 && le(seq.wrapping_add(seglen), r.lastack) {
+                    out.flags |= flags::SPURIOUS_RETRANSMISSION | flags::RETRANSMISSION;
+                    break 'rt;
+                }
+                let since_ack = ts - r.lastack_time;
+                if not_adv
+                    && r.dupacknum >= 2
+                    && r.lastack == seq
+                    && (0..20_000_000).contains(&since_ack)
+                {
+                    out.flags |= flags::FAST_RETRANSMISSION | flags::RETRANSMISSION;
+                    break 'rt;
+                }
+                let since_next = ts - f.nextseq_time;
+                let thres = match first_rtt {
+                    Some(rtt) if rtt != 0 => rtt,
+                    _ => 3_000_000,
+                };
+                let sf = u32::from(fl & (th::SYN | th::FIN) != 0);
+                if not_adv
+                    && since_next >= 0
+                    && since_next < thres
+                    && f.nextseq != seq.wrapping_add(seglen).wrapping_add(sf)
+                {
+                    out.flags |= flags::OUT_OF_ORDER;
+                    break 'rt;
+                }
+                if not_adv {
+                    out.flags |= flags::RETRANSMISSION;
+                }
+            }
+        }
+
+        let mut nextseq = seq.wrapping_add(seglen);
+        if (seglen > 0 || fl & (th::SYN | th::FIN) != 0) && f.unacked.len() < MAX_UNACKED {
+            if fl & (th::SYN | th::FIN) != 0 {
+                nextseq = nextseq.wrapping_add(1);
+            }
+            f.unacked.push(Unacked { seq, nextseq, ts });
+        }
+
+        let zwp = out.flags & flags::ZERO_WINDOW_PROBE != 0;
+        if (gt(nextseq, f.nextseq) || f.nextseq == 0) && !zwp {
+            if seglen > 0 {
+                out.new_bytes = if f.nextseq == 0 {
+                    seglen
+                } else {
+                    nextseq.wrapping_sub(f.nextseq).min(seglen)
+                };
+            }
+            f.nextseq = nextseq;
+            f.nextseq_time = ts;
+        }
+        if (seq == f.maxseqtobeacked || f.maxseqtobeacked == 0) && !zwp {
+            f.maxseqtobeacked = f.nextseq;
+        }
+
+        f.window = window;
+        f.lastack = ack;
+        f.lastack_time = ts;
+        f.lastsegmentflags = out.flags;
+
+        // Remove what the ack field covers from the other direction's list (Wireshark does
+        // this whatever the ACK flag says). An exact match gives an RTT sample; Wireshark
+        // walks newest first and the last match wins, i.e. the oldest matching segment.
+        if !r.unacked.is_empty() {
+            let mut rtt = None;
+            r.unacked.retain_mut(|u| {
+                if ack == u.nextseq {
+                    if rtt.is_none() {
+                        rtt = Some(ts - u.ts);
+                    }
+                    false
+                } else if gt(ack, u.seq) && le(ack, u.nextseq) {
+                    u.seq = ack;
+                    true
+                } else {
+                    gt(u.nextseq, ack)
+                }
+            });
+            out.ack_rtt_ns = rtt.filter(|&t| t != 0);
+        }
+    }
+}

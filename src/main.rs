@@ -1,0 +1,344 @@
+//! `tapvault`: the command-line entry point (offline analysis now; capture, API and demo as
+//! they land).
+
+use std::{
+    io::{self, BufWriter, IsTerminal, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tapvault_config::FlowConfig;
+use tapvault_dataplane::{
+    decode::Malformed,
+    engine::{self, AnalyzeOptions, Health},
+    flow::{table::Sink, tcp::flags as af},
+};
+use tapvault_storage::{DnsRecord, FlowRecord};
+
+#[derive(Parser)]
+#[command(name = "tapvault", version, about = "Packet capture with Wireshark-grade TCP expert metrics")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a capture file (pcap or pcapng, plain, .gz or .zst) through the flow engine and
+    /// print one record per connection and a health summary.
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// The capture file.
+    file: PathBuf,
+    /// Write JSON lines (one flat record per flow, the metric-set field names) to stdout
+    /// instead of a table; the summary goes to stderr.
+    #[arg(long)]
+    json: bool,
+    /// Write the capture health summary as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    summary_json: Option<PathBuf>,
+    /// Write DNS transactions as JSON lines to this file.
+    #[arg(long, value_name = "PATH")]
+    dns_json: Option<PathBuf>,
+    /// Flow shards (threads owning a flow table); 0 = one per core minus the reader.
+    #[arg(long, default_value_t = FlowConfig::default().shards)]
+    shards: usize,
+    /// Maximum flows held at once (evicting half-open ones first when full).
+    #[arg(long, default_value_t = FlowConfig::default().max_flows)]
+    max_flows: usize,
+    /// Idle timeout of established flows, seconds (0 = never).
+    #[arg(long, default_value_t = FlowConfig::default().idle_timeout_secs)]
+    idle_timeout: f64,
+    /// Stale timeout of half-open TCP flows, seconds (0 = never).
+    #[arg(long, default_value_t = FlowConfig::default().stale_timeout_secs)]
+    stale_timeout: f64,
+    /// Seconds a closed (FIN/RST) flow lingers for late packets.
+    #[arg(long, default_value_t = FlowConfig::default().close_linger_secs)]
+    close_linger: f64,
+    /// Emit interim records of open flows every this many seconds (0 = off).
+    #[arg(long, default_value_t = FlowConfig::default().interim_interval_secs)]
+    interim: f64,
+    /// Width of the handshake-RTT percentile windows, seconds.
+    #[arg(long, default_value_t = FlowConfig::default().rtt_window_secs)]
+    rtt_window: f64,
+    /// Print every TCP frame's analysis flags (frame number, flow id, flags) to stderr.
+    #[arg(long, hide = true)]
+    frames: bool,
+    /// Never show a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+struct CliSink {
+    json: Option<BufWriter<io::Stdout>>,
+    table: Vec<FlowRecord>,
+    dns: Option<BufWriter<std::fs::File>>,
+    frames: bool,
+    err: Option<io::Error>,
+}
+
+impl CliSink {
+    fn keep(&mut self, r: io::Result<()>) {
+        if let Err(e) = r {
+            self.err.get_or_insert(e);
+        }
+    }
+}
+
+impl Sink for CliSink {
+    fn record(&mut self, rec: FlowRecord) {
+        match &mut self.json {
+            Some(out) => {
+                let r = serde_json::to_writer(&mut *out, &rec)
+                    .map_err(io::Error::other)
+                    .and_then(|()| out.write_all(b"\n"));
+                self.keep(r);
+            }
+            None => self.table.push(rec),
+        }
+    }
+    fn dns(&mut self, rec: DnsRecord) {
+        if let Some(out) = &mut self.dns {
+            let r = serde_json::to_writer(&mut *out, &rec)
+                .map_err(io::Error::other)
+                .and_then(|()| out.write_all(b"\n"));
+            self.keep(r);
+        }
+    }
+    fn frame(&mut self, n: u64, id: u64, flags: u32) {
+        let names: Vec<&str> = af::NAMES
+            .iter()
+            .filter(|(b, _)| flags & b != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        eprintln!("frame {n} flow {id:016x} {}", names.join(","));
+    }
+    fn wants_frames(&self) -> bool {
+        self.frames
+    }
+}
+
+fn health_json(h: &Health) -> serde_json::Value {
+    let malformed: serde_json::Map<String, serde_json::Value> = Malformed::ALL
+        .iter()
+        .map(|m| (m.as_str().to_string(), h.malformed[m.index()].into()))
+        .collect();
+    let f = &h.flows;
+    serde_json::json!({
+        "frames": h.frames,
+        "bytes": h.bytes,
+        "ip_packets": h.ip_packets,
+        "not_ip": h.not_ip,
+        "malformed_total": h.malformed_total(),
+        "malformed": malformed,
+        "unsupported_linktype": h.unsupported_linktype,
+        "ip_fragments": h.fragments,
+        "truncated_tail": h.truncated_tail,
+        "skipped_records": h.skipped_records,
+        "shards": h.shards,
+        "flows_created": f.flows_created,
+        "records": f.records,
+        "interim_records": f.interim_records,
+        "evictions": f.evictions,
+        "idle_timeouts": f.idle_timeouts,
+        "stale_timeouts": f.stale_timeouts,
+        "port_reuses": f.port_reuses,
+        "icmp_errors_unmatched": f.icmp_errors_unmatched,
+        "peak_flows": f.peak_flows,
+        "handshake_rtt_windows": h.rtt_windows.iter().map(|w| serde_json::json!({
+            "start_ns": w.start_ns, "count": w.count,
+            "p50_us": w.p50_us, "p90_us": w.p90_us, "p99_us": w.p99_us,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_summary(out: &mut dyn Write, h: &Health) -> io::Result<()> {
+    writeln!(out, "capture health:")?;
+    writeln!(
+        out,
+        "  frames {}  bytes {}  ip {}  non-ip {}  fragments {}  malformed {}{}",
+        h.frames,
+        h.bytes,
+        h.ip_packets,
+        h.not_ip,
+        h.fragments,
+        h.malformed_total(),
+        if h.truncated_tail {
+            "  (file cut short in the middle of a packet)"
+        } else {
+            ""
+        }
+    )?;
+    for m in Malformed::ALL {
+        let n = h.malformed[m.index()];
+        if n > 0 {
+            writeln!(out, "    malformed {}: {n}", m.as_str())?;
+        }
+    }
+    if h.unsupported_linktype > 0 {
+        writeln!(out, "  unsupported link type frames {}", h.unsupported_linktype)?;
+    }
+    let f = &h.flows;
+    writeln!(
+        out,
+        "  flows {}  shards {}  peak open {}  evictions {}  idle timeouts {}  stale {}  port reuse {}  unmatched icmp errors {}",
+        f.flows_created,
+        h.shards,
+        f.peak_flows,
+        f.evictions,
+        f.idle_timeouts,
+        f.stale_timeouts,
+        f.port_reuses,
+        f.icmp_errors_unmatched
+    )?;
+    for w in &h.rtt_windows {
+        writeln!(
+            out,
+            "  handshake rtt window {}: n={} p50={}us p90={}us p99={}us",
+            w.start_ns / 1_000_000_000,
+            w.count,
+            w.p50_us,
+            w.p90_us,
+            w.p99_us
+        )?;
+    }
+    Ok(())
+}
+
+fn print_table(out: &mut dyn Write, recs: &mut [FlowRecord]) -> io::Result<()> {
+    recs.sort_by(|a, b| {
+        (a.first_seen_ns, &a.flow_id).cmp(&(b.first_seen_ns, &b.flow_id))
+    });
+    writeln!(
+        out,
+        "{:<16} {:<5} {:>41} {:>41} {:<20} {:>3} {:>8} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5} {:>9}",
+        "flow_id", "proto", "client", "server", "state", "cmp", "pkts", "bytes", "retx", "dup", "ooo", "lost", "zwin", "irtt_ms"
+    )?;
+    for r in recs.iter() {
+        let irtt = r
+            .handshake_time_us
+            .map_or_else(|| "-".to_string(), |v| format!("{:.3}", v / 1e3));
+        writeln!(
+            out,
+            "{:<16} {:<5} {:>41} {:>41} {:<20} {:>3} {:>8} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5} {:>9}",
+            r.flow_id,
+            r.proto,
+            format!("{}:{}", r.client_ip, r.client_port),
+            format!("{}:{}", r.server_ip, r.server_port),
+            serde_json::to_value(r.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            r.connection_completeness,
+            r.packets_c2s + r.packets_s2c,
+            r.bytes_c2s + r.bytes_s2c,
+            r.retransmissions,
+            r.dup_acks,
+            r.out_of_order,
+            r.missing_segments,
+            r.zero_window_events,
+            irtt
+        )?;
+    }
+    Ok(())
+}
+
+fn analyze(a: AnalyzeArgs) -> Result<()> {
+    let flow = FlowConfig {
+        shards: a.shards,
+        max_flows: a.max_flows,
+        idle_timeout_secs: a.idle_timeout,
+        stale_timeout_secs: a.stale_timeout,
+        close_linger_secs: a.close_linger,
+        interim_interval_secs: a.interim,
+        rtt_window_secs: a.rtt_window,
+    };
+    let opts = AnalyzeOptions {
+        flow,
+        threaded: false,
+        frames: a.frames,
+    };
+    let dns = match &a.dns_json {
+        Some(p) => Some(BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create `{}`", p.display()))?,
+        )),
+        None => None,
+    };
+    let mut sink = CliSink {
+        json: a.json.then(|| BufWriter::with_capacity(1 << 16, io::stdout())),
+        table: Vec::new(),
+        dns,
+        frames: a.frames,
+        err: None,
+    };
+    let bar = (!a.no_progress && io::stderr().is_terminal()).then(|| {
+        let pb = indicatif::ProgressBar::new(0);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    });
+    let mut progress = |done: u64, total: u64| {
+        if let Some(pb) = &bar {
+            pb.set_length(total);
+            pb.set_position(done);
+        }
+    };
+    let health = engine::analyze_file(&a.file, &opts, &mut sink, &mut progress)
+        .with_context(|| format!("analysis of `{}` failed", a.file.display()))?;
+    if let Some(pb) = &bar {
+        pb.finish_and_clear();
+    }
+    if let Some(out) = &mut sink.json {
+        let r = out.flush();
+        sink.keep(r);
+    }
+    if let Some(out) = &mut sink.dns {
+        let r = out.flush();
+        sink.keep(r);
+    }
+    if let Some(e) = sink.err.take() {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            return Err(e).context("failed to write output");
+        }
+    }
+    if let Some(p) = &a.summary_json {
+        std::fs::write(p, serde_json::to_vec_pretty(&health_json(&health))?)
+            .with_context(|| format!("cannot write `{}`", p.display()))?;
+    }
+    if a.json {
+        print_summary(&mut io::stderr().lock(), &health)?;
+    } else {
+        let mut out = BufWriter::new(io::stdout().lock());
+        print_table(&mut out, &mut sink.table)?;
+        writeln!(out)?;
+        print_summary(&mut out, &health)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Analyze(a) => analyze(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tapvault: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

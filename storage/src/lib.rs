@@ -1,0 +1,9 @@
+//! tapvault's on-disk schema.
+//!
+//! The entry point is [`FlowRecord`]: one flat record per connection, whose field names are the
+//! product's public schema (JSON lines, Parquet columns and API fields use them as written).
+#![deny(missing_docs)]
+
+mod record;
+
+pub use record::{CloseReason, DnsRecord, FlowRecord, FlowState};
