@@ -176,6 +176,9 @@ struct Flow {
     win_sum: f64,
     win_n: u64,
     first_syn_ns: Option<i64>,
+    /// Window scale option of the first SYN and of the first SYN-ACK (outer `None`: not seen).
+    wscale_syn: Option<Option<u8>>,
+    wscale_synack: Option<Option<u8>>,
     first_synack_ns: Option<i64>,
     first_payload_ns: [Option<i64>; 2],
     rtt: Stats,
@@ -227,6 +230,8 @@ impl Flow {
             win_sum: 0.0,
             win_n: 0,
             first_syn_ns: None,
+            wscale_syn: None,
+            wscale_synack: None,
             first_synack_ns: None,
             first_payload_ns: [None; 2],
             rtt: Stats::default(),
@@ -307,7 +312,7 @@ impl Flow {
     fn record(&self, reason: CloseReason) -> FlowRecord {
         let c = self.c2s.idx();
         let s = self.c2s.flip().idx();
-        let (cd, sd) = (self.c2s, self.c2s.flip());
+        let cd = self.c2s;
         let key = &self.key;
         let client_ip = key.addr_string(if cd == Direction::AtoB {
             Direction::AtoB
@@ -330,7 +335,6 @@ impl Flow {
                 .position(|(b, _)| *b == f)
                 .map_or(0, |i| self.flag_counts[i])
         };
-        let is_tcp = key.proto == 6;
         let us = |ns: i64| ns as f64 / 1e3;
         let initial_rtt_us = match (self.first_syn_ns, self.first_synack_ns) {
             (Some(a), Some(b)) if b >= a => Some(us(b - a)),
@@ -394,16 +398,8 @@ impl Flow {
             zero_window_probe_acks: fc(af::ZERO_WINDOW_PROBE_ACK),
             window_full_events: fc(af::WINDOW_FULL),
             window_updates: fc(af::WINDOW_UPDATE),
-            window_scale_client: if is_tcp {
-                self.tcp.wscale_option(cd)
-            } else {
-                None
-            },
-            window_scale_server: if is_tcp {
-                self.tcp.wscale_option(sd)
-            } else {
-                None
-            },
+            window_scale_client: self.wscale_syn.flatten(),
+            window_scale_server: self.wscale_synack.flatten(),
             avg_receive_window: (self.win_n > 0).then(|| self.win_sum / self.win_n as f64),
             out_of_order: fc(af::OUT_OF_ORDER),
             dup_acks: fc(af::DUPLICATE_ACK),
@@ -816,11 +812,13 @@ impl FlowTable {
                     f.syn += 1;
                     if fl & th::ACK != 0 {
                         f.syn_ack += 1;
+                        f.wscale_synack.get_or_insert(h.options.wscale);
                         if f.first_synack_ns.is_none() && f.first_syn_ns.is_some() {
                             f.first_synack_ns = Some(d.ts_ns);
                         }
                         f.push_history(dir, b'H');
                     } else {
+                        f.wscale_syn.get_or_insert(h.options.wscale);
                         if f.first_syn_ns.is_none() {
                             f.first_syn_ns = Some(d.ts_ns);
                         }

@@ -117,8 +117,6 @@ pub(crate) struct TcpDir {
     pub(crate) win_scale: WinScale,
     /// Between this side's SYN (or SYN-ACK) and its first later pure ACK.
     is_first_ack: bool,
-    /// Raw window scale option from this side's SYN or SYN-ACK.
-    pub(crate) wscale_opt: Option<u8>,
     lastsegmentflags: u32,
     /// Unacknowledged segments, oldest first.
     unacked: Vec<Unacked>,
@@ -138,7 +136,6 @@ impl Default for TcpDir {
             window: u32::MAX,
             win_scale: WinScale::Unknown,
             is_first_ack: false,
-            wscale_opt: None,
             lastsegmentflags: 0,
             unacked: Vec::new(),
         }
@@ -190,6 +187,10 @@ pub struct TcpConn {
     pub completeness: u8,
     /// Packets seen by [`TcpConn::analyze`] (the first one is treated specially).
     seen: u64,
+    /// Completeness bits from the first frame's "new conversation" rule.
+    first_bits: u8,
+    /// Completeness bits from the "existing conversation" rule over every frame.
+    later_bits: u8,
     /// Set by [`TcpConn::start_after_reuse`]: the next segment is the SYN that reused the ports.
     reuse_pending: bool,
     /// Time of the most recent SYN (`ts_mru_syn`).
@@ -199,11 +200,6 @@ pub struct TcpConn {
 }
 
 impl TcpConn {
-    /// The window scale option value sent by the endpoint in direction `d`'s SYN.
-    pub fn wscale_option(&self, d: Direction) -> Option<u8> {
-        self.dirs[d.idx()].wscale_opt
-    }
-
     /// True if a SYN without ACK in direction `dir` starts a new connection on this 4-tuple
     /// (its ISN differs from the one this direction started with): Wireshark then opens a
     /// new `tcp.stream` flagged `reused_ports`.
@@ -214,8 +210,7 @@ impl TcpConn {
 
     /// Marks this (new) connection as one that reused the ports of an earlier one.
     pub fn start_after_reuse(&mut self) {
-        self.completeness = completeness::SYN;
-        self.seen = 1;
+        self.seen = 0;
         self.reuse_pending = true;
     }
 
@@ -228,17 +223,15 @@ impl TcpConn {
         let first = self.seen == 0;
         self.seen += 1;
 
-        // Port reuse on an existing stream: a retransmitted SYN (same ISN) or a SYN-ACK with a
-        // new ISN. (A SYN with a new ISN is a new flow: the flow table handles it.)
-        if fl & th::SYN != 0 && self.dirs[fi].base_set {
-            let f = &mut self.dirs[fi];
-            if fl & th::ACK == 0 && h.seq == f.base_seq {
-                f.nextseq = f.maxseqtobeacked;
-                out.flags |= flags::REUSED_PORTS;
-            } else if fl & th::ACK != 0 && h.seq != f.base_seq {
-                f.base_seq = h.seq;
-                out.flags |= flags::REUSED_PORTS;
-            }
+        // A SYN-ACK with a new ISN on an existing stream: Wireshark flags it and takes the new
+        // base. (A SYN with a new ISN is a new flow: the flow table handles it; a retransmitted
+        // SYN with the same ISN is only a retransmission in 4.0.)
+        if fl & (th::SYN | th::ACK) == th::SYN | th::ACK
+            && self.dirs[fi].base_set
+            && h.seq != self.dirs[fi].base_seq
+        {
+            self.dirs[fi].base_seq = h.seq;
+            out.flags |= flags::REUSED_PORTS;
         }
         if reused {
             out.flags |= flags::REUSED_PORTS;
@@ -252,32 +245,42 @@ impl TcpConn {
 
         self.sequence_analysis(fi, ri, ts, h, &mut out);
 
-        // Completeness (after the analysis, as in dissect_tcp).
+        // Completeness. tshark's two-pass value on a stream's last frame is the first frame's
+        // "new conversation" bits (only a pure SYN, plus data on it) joined with the
+        // "existing conversation" bits of every frame, the first one included; a one-frame
+        // stream has only the former.
         if first {
             if fl & (th::SYN | th::ACK) == th::SYN {
-                self.completeness |= completeness::SYN;
+                self.first_bits = completeness::SYN;
                 if h.seg_len > 0 {
-                    self.completeness |= completeness::DATA;
+                    self.first_bits |= completeness::DATA;
                 }
             }
-        } else if !reused {
-            if fl & (th::SYN | th::ACK) == th::SYN | th::ACK {
-                self.completeness |= completeness::SYN_ACK;
-            }
-            if fl & (th::SYN | th::ACK) == th::ACK {
-                self.completeness |= if h.seg_len > 0 {
-                    completeness::DATA
-                } else {
-                    completeness::ACK
-                };
-            }
-            if fl & (th::FIN | th::ACK) == th::FIN | th::ACK {
-                self.completeness |= completeness::FIN;
-            }
-            if fl & th::RST != 0 {
-                self.completeness |= completeness::RST;
-            }
         }
+        if reused {
+            self.first_bits = completeness::SYN;
+        }
+        if fl & (th::SYN | th::ACK) == th::SYN | th::ACK {
+            self.later_bits |= completeness::SYN_ACK;
+        }
+        if fl & (th::SYN | th::ACK) == th::ACK {
+            self.later_bits |= if h.seg_len > 0 {
+                completeness::DATA
+            } else {
+                completeness::ACK
+            };
+        }
+        if fl & (th::FIN | th::ACK) == th::FIN | th::ACK {
+            self.later_bits |= completeness::FIN;
+        }
+        if fl & th::RST != 0 {
+            self.later_bits |= completeness::RST;
+        }
+        self.completeness = if self.seen == 1 {
+            self.first_bits
+        } else {
+            self.first_bits | self.later_bits
+        };
 
         // Handshake timing.
         if fl & th::SYN != 0 {
@@ -288,7 +291,8 @@ impl TcpConn {
         }
         if fl & (th::SYN | th::ACK) == th::ACK {
             if self.first_rtt_ns.is_none() {
-                if let Some(syn) = self.ts_mru_syn {
+                // A zero time is "not set" to Wireshark (nstime zero), so it keeps looking.
+                if let Some(syn) = self.ts_mru_syn.filter(|&syn| syn != ts) {
                     self.first_rtt_ns = Some(ts - syn);
                 }
             }
@@ -298,9 +302,6 @@ impl TcpConn {
         // Window scale option (any segment that carries it), then the SYN check.
         if let Some(s) = h.options.wscale {
             self.dirs[fi].win_scale = WinScale::Shift(s.min(14));
-            if fl & th::SYN != 0 {
-                self.dirs[fi].wscale_opt = Some(s);
-            }
         }
         if fl & th::SYN != 0 {
             if self.dirs[fi].win_scale == WinScale::Unknown {
@@ -412,7 +413,7 @@ impl TcpConn {
         // ACKed segment that wasn't captured (4.0: the "hole" test is a plain unsigned
         // comparison, so the else branch is the usual one).
         if r.maxseqtobeacked != 0 && gt(ack, r.maxseqtobeacked) && fl & th::ACK != 0 {
-            if r.maxseqtobeacked > r.nextseq {
+            if lt(r.maxseqtobeacked, r.nextseq) {
                 r.maxseqtobeacked = r.nextseq;
                 out.flags |= flags::ACK_LOST_SEGMENT;
             } else {

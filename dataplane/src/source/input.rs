@@ -23,6 +23,13 @@ const FIRST_CHUNK: usize = 4 << 10;
 const MAX_CHUNK: usize = 256 << 10;
 /// The largest single record (pcap record or pcapng block) a reader accepts.
 pub(super) const MAX_RECORD: usize = 256 << 20;
+/// How far ahead of the read position a memory-mapped file is prefetched into the cache.
+/// Record headers are a few hundred bytes apart, too sparse for the hardware prefetcher, so
+/// without this every record costs a cache miss (measured: 200 ns/record without, 90 with on
+/// a 2.4 GB capture). Prefetches to pages not yet mapped are dropped by the CPU, so the
+/// distance stays within the kernel's fault-around window (64 KiB); 64 KiB itself was as slow
+/// as none.
+const PREFETCH_DISTANCE: usize = 16 << 10;
 
 /// The raw file with the magic bytes already read put back in front, counting bytes read.
 pub(super) struct Counting {
@@ -126,6 +133,8 @@ pub(super) enum Input {
         map: Mmap,
         /// Current offset.
         pos: usize,
+        /// Everything before this offset has been prefetched.
+        prefetched: usize,
     },
     /// A streamed (usually decompressed) file.
     Stream(Box<Stream>),
@@ -152,7 +161,7 @@ impl Input {
     #[inline]
     pub(super) fn ensure(&mut self, n: usize) -> Result<bool, Fault> {
         match self {
-            Input::Mapped { map, pos } => Ok(map.len() - *pos >= n),
+            Input::Mapped { map, pos, .. } => Ok(map.len() - *pos >= n),
             Input::Stream(s) => {
                 if s.end - s.start >= n {
                     Ok(true)
@@ -167,7 +176,7 @@ impl Input {
     #[inline]
     pub(super) fn avail(&self) -> &[u8] {
         match self {
-            Input::Mapped { map, pos } => &map[*pos..],
+            Input::Mapped { map, pos, .. } => &map[*pos..],
             Input::Stream(s) => &s.buf[s.start..s.end],
         }
     }
@@ -176,10 +185,19 @@ impl Input {
     #[inline]
     pub(super) fn take(&mut self, n: usize) -> &[u8] {
         match self {
-            Input::Mapped { map, pos } => {
+            Input::Mapped {
+                map,
+                pos,
+                prefetched,
+            } => {
                 let at = *pos;
                 let n = n.min(map.len() - at);
                 *pos = at + n;
+                let target = (at + n + PREFETCH_DISTANCE).min(map.len());
+                while *prefetched < target {
+                    prefetch(map, *prefetched);
+                    *prefetched += 64;
+                }
                 &map[at..at + n]
             }
             Input::Stream(s) => {
@@ -216,6 +234,23 @@ impl Input {
     }
 }
 
+/// Asks the CPU to bring the cache line holding `bytes[at]` into the cache.
+#[inline(always)]
+fn prefetch(bytes: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = bytes.as_ptr().wrapping_add(at).cast::<i8>();
+        // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 CPU has (baseline target
+        // feature). A prefetch is only a hint: it never faults and does not dereference the
+        // pointer in the language sense, whatever the address (here it is inside or just
+        // past the map anyway).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, at);
+}
+
 impl Stream {
     #[cold]
     fn fill(&mut self, n: usize) -> Result<bool, Fault> {
@@ -248,9 +283,7 @@ impl Stream {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let offset = self.base + self.end as u64;
-                    if self.decoder.counting().failed
-                        || self.compression == Compression::None
-                    {
+                    if self.decoder.counting().failed || self.compression == Compression::None {
                         return Err(Fault::Io(e));
                     }
                     self.eof = true;

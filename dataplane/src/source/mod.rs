@@ -257,7 +257,11 @@ impl CaptureFile {
             mapped = map(&file).ok();
         }
         let mut input = match mapped {
-            Some(map) => Input::Mapped { map, pos: 0 },
+            Some(map) => Input::Mapped {
+                map,
+                pos: 0,
+                prefetched: 0,
+            },
             None => {
                 let raw = Counting::new(head.to_vec(), file);
                 Input::stream(Decoder::new(compression, raw).map_err(io_err)?, compression)
@@ -318,7 +322,10 @@ impl CaptureFile {
             if !ensure(&mut input, len)? {
                 return Err(unknown(&input));
             }
-            (Format::Pcapng, Container::Pcapng(pcapng::Pcapng::new(big_endian)))
+            (
+                Format::Pcapng,
+                Container::Pcapng(pcapng::Pcapng::new(big_endian)),
+            )
         };
         let (format, container) = container;
         Ok(CaptureFile {
@@ -405,7 +412,14 @@ impl CaptureFile {
             return (self.total, self.total);
         }
         let done = self.input.consumed();
-        (if self.total > 0 { done.min(self.total) } else { done }, self.total)
+        (
+            if self.total > 0 {
+                done.min(self.total)
+            } else {
+                done
+            },
+            self.total,
+        )
     }
 
     /// True if the file ended in the middle of a record (or a compressed stream ended before its

@@ -18,10 +18,8 @@ impl Tmp {
     fn new(bytes: &[u8]) -> Tmp {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tapvault-source-{}-{n}.cap",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("tapvault-source-{}-{n}.cap", std::process::id()));
         std::fs::write(&path, bytes).unwrap();
         Tmp(path)
     }
@@ -154,12 +152,20 @@ impl PcapBuilder {
     }
 
     fn u16(&mut self, v: u16) {
-        let b = if self.be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let b = if self.be {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        };
         self.bytes.extend_from_slice(&b);
     }
 
     fn u32(&mut self, v: u32) {
-        let b = if self.be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let b = if self.be {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        };
         self.bytes.extend_from_slice(&b);
     }
 
@@ -218,11 +224,19 @@ impl NgBuilder {
     }
 
     fn e16(&self, v: u16) -> [u8; 2] {
-        if self.be { v.to_be_bytes() } else { v.to_le_bytes() }
+        if self.be {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
     }
 
     fn e32(&self, v: u32) -> [u8; 4] {
-        if self.be { v.to_be_bytes() } else { v.to_le_bytes() }
+        if self.be {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
     }
 
     /// Appends a block with the given body (padded to 4 bytes).
@@ -260,7 +274,12 @@ impl NgBuilder {
                 Opt::TsResol(v) => (9, vec![*v]),
                 Opt::TsOffset(v) => (
                     14,
-                    if self.be { v.to_be_bytes() } else { v.to_le_bytes() }.to_vec(),
+                    if self.be {
+                        v.to_be_bytes()
+                    } else {
+                        v.to_le_bytes()
+                    }
+                    .to_vec(),
                 ),
                 Opt::Other(code, v) => (*code, v.to_vec()),
             };
@@ -284,7 +303,14 @@ impl NgBuilder {
         self.block(1, &body)
     }
 
-    fn epb_raw(&mut self, iface: u32, units: u64, caplen: u32, data: &[u8], orig: u32) -> &mut Self {
+    fn epb_raw(
+        &mut self,
+        iface: u32,
+        units: u64,
+        caplen: u32,
+        data: &[u8],
+        orig: u32,
+    ) -> &mut Self {
         let mut body = Vec::new();
         body.extend_from_slice(&self.e32(iface));
         body.extend_from_slice(&self.e32((units >> 32) as u32));
@@ -382,16 +408,16 @@ fn pcap_both_byte_orders_micro_and_nano() {
             assert_eq!(r.frames, b.frames, "be={be} nanos={nanos}");
             assert!(!r.truncated);
             assert_eq!(r.skipped, 0);
-            assert_eq!(
-                r.format,
-                if nanos { Format::PcapNs } else { Format::Pcap }
-            );
+            assert_eq!(r.format, if nanos { Format::PcapNs } else { Format::Pcap });
             assert_eq!(r.compression, Compression::None);
         }
     }
     let b = sample_pcap(false, true);
     assert_eq!(b.frames[0].ts_ns, 1_700_000_000_123_456_789);
-    assert_eq!(b.frames[3].ts_ns, i64::from(u32::MAX) * 1_000_000_000 + 123_456_789);
+    assert_eq!(
+        b.frames[3].ts_ns,
+        i64::from(u32::MAX) * 1_000_000_000 + 123_456_789
+    );
 }
 
 #[test]
@@ -601,7 +627,11 @@ fn pcapng_unsupported_linktype_only_matters_when_used() {
     b.epb(30, 1, &[1; 20], 20).epb(30, 2, &[2; 20], 20);
     let r = read_ok(&b.bytes);
     assert_eq!(r.frames.len(), 2);
-    assert!(r.frames.iter().all(|f| f.interface == 30 && f.linktype == 1));
+    assert!(
+        r.frames
+            .iter()
+            .all(|f| f.interface == 30 && f.linktype == 1)
+    );
 
     // A packet on an unsupported interface: an error naming it; the next call continues.
     b.epb(4, 3, &[3; 20], 20).epb(0, 4, &[4; 20], 20);
@@ -689,7 +719,10 @@ fn zstd_multi_frame_with_skippable_frames() {
     let mut file = zstd(&n.bytes[..cut]);
     file.extend_from_slice(&skippable_frame(0xE, b"between"));
     file.extend_from_slice(&zstd(&n.bytes[cut..]));
-    file.extend_from_slice(&skippable_frame(0xE, &[0xB1, 0xEA, 0x92, 0x8F, 0, 0, 0, 0, 0]));
+    file.extend_from_slice(&skippable_frame(
+        0xE,
+        &[0xB1, 0xEA, 0x92, 0x8F, 0, 0, 0, 0, 0],
+    ));
     let r = read_ok(&file);
     assert_eq!(r.frames, frames);
     assert!(!r.truncated);
@@ -710,7 +743,8 @@ fn large_records_grow_the_stream_window() {
     b.idb(1, 0, &[]);
     let big: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
     for i in 0..3u64 {
-        b.epb(0, i, &big, big.len() as u32).epb(0, i, &[1; 100], 100);
+        b.epb(0, i, &big, big.len() as u32)
+            .epb(0, i, &[1; 100], 100);
     }
     for bytes in [zstd(&b.bytes), gzip(&b.bytes), b.bytes.clone()] {
         let r = read_ok(&bytes);
@@ -780,7 +814,12 @@ fn corrupt_compressed_stream_is_an_error() {
 // Truncation, garbage, empty files.
 
 /// Checks a read of `bytes[..cut]` against the full file's frames.
-fn check_cut(what: &str, result: Result<Read, Error>, full: &[Frame], expect: Option<(usize, bool)>) {
+fn check_cut(
+    what: &str,
+    result: Result<Read, Error>,
+    full: &[Frame],
+    expect: Option<(usize, bool)>,
+) {
     match result {
         Err(Error::UnknownFormat { .. } | Error::Empty { .. }) => {
             assert!(expect.is_none_or(|(n, _)| n == 0), "{what}: open failed")
@@ -842,7 +881,10 @@ fn truncation_at_every_offset_pcapng() {
         let result = read_bytes(&b.bytes[..cut]);
         if cut < b.ends[0] {
             assert!(
-                matches!(result, Err(Error::UnknownFormat { .. } | Error::Empty { .. })),
+                matches!(
+                    result,
+                    Err(Error::UnknownFormat { .. } | Error::Empty { .. })
+                ),
                 "{what}"
             );
             continue;
@@ -878,8 +920,15 @@ fn truncation_at_every_offset_compressed() {
 #[test]
 fn empty_short_and_garbage_files() {
     assert!(matches!(read_bytes(&[]), Err(Error::Empty { .. })));
-    for short in [&[0xd4][..], &[0xd4, 0xc3, 0xb2], &[0xd4, 0xc3, 0xb2, 0xa1, 2, 0]] {
-        assert!(matches!(read_bytes(short), Err(Error::UnknownFormat { .. })));
+    for short in [
+        &[0xd4][..],
+        &[0xd4, 0xc3, 0xb2],
+        &[0xd4, 0xc3, 0xb2, 0xa1, 2, 0],
+    ] {
+        assert!(matches!(
+            read_bytes(short),
+            Err(Error::UnknownFormat { .. })
+        ));
     }
     let text = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n".repeat(10);
     let mut noise = Vec::new();
@@ -933,7 +982,12 @@ fn random_mutations_never_panic() {
         x ^= x << 5;
         x
     };
-    for base in [n.bytes.clone(), p.bytes.clone(), gzip(&n.bytes), zstd(&p.bytes)] {
+    for base in [
+        n.bytes.clone(),
+        p.bytes.clone(),
+        gzip(&n.bytes),
+        zstd(&p.bytes),
+    ] {
         for _ in 0..300 {
             let mut bytes = base.clone();
             for _ in 0..1 + rand() % 4 {
