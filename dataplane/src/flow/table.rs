@@ -994,3 +994,184 @@ fn track_dns(f: &mut Flow, d: &PacketDesc, tcp: bool, sink: &mut dyn Sink) {
         latency_us: Some(lat as f64 / 1e3),
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::TcpHeader;
+
+    #[derive(Default)]
+    struct Collect(Vec<FlowRecord>);
+    impl Sink for Collect {
+        fn record(&mut self, rec: FlowRecord) {
+            self.0.push(rec);
+        }
+    }
+
+    fn v4(i: u32) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[10] = 0xff;
+        a[11] = 0xff;
+        a[12..].copy_from_slice(&i.to_be_bytes());
+        a
+    }
+
+    fn seg(ts: i64, src: u32, sport: u16, dst: u32, dport: u16, seq: u32, ack: u32, fl: u16, len: u32) -> PacketDesc {
+        let (key, dir) = FlowKey::new(4, 6, v4(src), sport, v4(dst), dport);
+        PacketDesc {
+            frame_no: 0,
+            ts_ns: ts,
+            hash: key.hash64(),
+            key,
+            dir,
+            frame_len: 54 + len,
+            vlan: [None; 2],
+            kind: Kind::Tcp,
+            tcp: TcpHeader {
+                src_port: sport,
+                dst_port: dport,
+                seq,
+                ack,
+                flags: fl,
+                window: 1000,
+                header_len: 20,
+                seg_len: len,
+                ..Default::default()
+            },
+            snippet_len: 0,
+            snippet: [0; super::super::desc::SNIPPET_LEN],
+        }
+    }
+
+    const S: i64 = 1_000_000_000;
+
+    fn cfg(max_flows: usize) -> FlowConfig {
+        FlowConfig {
+            max_flows,
+            ..FlowConfig::default()
+        }
+    }
+
+    #[test]
+    fn handshake_data_and_close_give_one_closed_record() {
+        let mut t = FlowTable::new(&cfg(100), 100);
+        let mut out = Collect::default();
+        let (c, s) = (0x0a00_0001, 0x0a00_0002);
+        for d in [
+            seg(0, c, 40000, s, 80, 100, 0, th::SYN, 0),
+            seg(1_000, s, 80, c, 40000, 900, 101, th::SYN | th::ACK, 0),
+            seg(2_000, c, 40000, s, 80, 101, 901, th::ACK, 0),
+            seg(3_000, c, 40000, s, 80, 101, 901, th::ACK | th::PSH, 10),
+            seg(4_000, s, 80, c, 40000, 901, 111, th::ACK, 0),
+            seg(5_000, c, 40000, s, 80, 111, 901, th::FIN | th::ACK, 0),
+            seg(6_000, s, 80, c, 40000, 901, 112, th::FIN | th::ACK, 0),
+            seg(7_000, c, 40000, s, 80, 112, 902, th::ACK, 0),
+        ] {
+            t.process(&d, &mut out);
+        }
+        assert!(out.0.is_empty(), "lingers after close");
+        t.expire(7_000 + 6 * S, &mut out);
+        assert_eq!(out.0.len(), 1);
+        let r = &out.0[0];
+        assert_eq!(r.close_reason, CloseReason::Fin);
+        assert_eq!(r.state, FlowState::Closed);
+        assert_eq!((r.client_ip.as_str(), r.client_port), ("10.0.0.1", 40000));
+        assert_eq!((r.packets_c2s, r.packets_s2c), (5, 3));
+        assert_eq!(r.connection_completeness, 31);
+        assert_eq!(r.initial_rtt_us, Some(1.0));
+        assert_eq!(r.handshake_time_us, Some(2.0));
+        assert_eq!(r.history, "ShADaFf");
+        assert_eq!(r.goodput_bytes_c2s, 10);
+    }
+
+    #[test]
+    fn half_open_goes_stale_and_established_goes_idle() {
+        let mut t = FlowTable::new(&cfg(100), 100);
+        let mut out = Collect::default();
+        t.process(&seg(0, 1, 1000, 2, 80, 1, 0, th::SYN, 0), &mut out);
+        t.process(&seg(0, 3, 1000, 4, 80, 1, 0, th::ACK, 5), &mut out);
+        t.process(&seg(1, 4, 80, 3, 1000, 9, 6, th::ACK, 5), &mut out);
+        t.expire(11 * S, &mut out);
+        assert_eq!(out.0.len(), 1);
+        assert_eq!(out.0[0].close_reason, CloseReason::StaleTimeout);
+        assert_eq!(out.0[0].state, FlowState::Stale);
+        t.expire(302 * S, &mut out);
+        assert_eq!(out.0.len(), 2);
+        assert_eq!(out.0[1].close_reason, CloseReason::IdleTimeout);
+        assert_eq!(out.0[1].state, FlowState::MidStream);
+        assert_eq!(t.stats().stale_timeouts, 1);
+        assert_eq!(t.stats().idle_timeouts, 1);
+    }
+
+    #[test]
+    fn refused_and_no_response_states() {
+        let mut t = FlowTable::new(&cfg(100), 100);
+        let mut out = Collect::default();
+        t.process(&seg(0, 1, 1000, 2, 81, 1, 0, th::SYN, 0), &mut out);
+        t.process(&seg(1, 2, 81, 1, 1000, 0, 2, th::RST | th::ACK, 0), &mut out);
+        t.process(&seg(2, 1, 1001, 2, 82, 1, 0, th::SYN, 0), &mut out);
+        t.flush(&mut out);
+        let by_port = |p: u16| out.0.iter().find(|r| r.server_port == p).unwrap();
+        assert_eq!(by_port(81).state, FlowState::Refused);
+        assert_eq!(by_port(81).connection_completeness, 37);
+        assert_eq!(by_port(82).state, FlowState::NoResponse);
+        assert_eq!(by_port(82).close_reason, CloseReason::CaptureEnd);
+    }
+
+    #[test]
+    fn syn_with_new_isn_starts_a_new_flow() {
+        let mut t = FlowTable::new(&cfg(100), 100);
+        let mut out = Collect::default();
+        t.process(&seg(0, 1, 1000, 2, 80, 100, 0, th::SYN, 0), &mut out);
+        t.process(&seg(1, 2, 80, 1, 1000, 0, 101, th::RST | th::ACK, 0), &mut out);
+        t.process(&seg(2, 1, 1000, 2, 80, 7000, 0, th::SYN, 0), &mut out);
+        assert_eq!(out.0.len(), 1);
+        assert_eq!(out.0[0].close_reason, CloseReason::PortReuse);
+        t.flush(&mut out);
+        assert_eq!(out.0[1].reused_ports, 1);
+        assert_ne!(out.0[0].flow_id, out.0[1].flow_id);
+        assert_eq!(t.stats().port_reuses, 1);
+    }
+
+    #[test]
+    fn syn_flood_is_bounded_and_spares_established_flows() {
+        let cap = 1_000;
+        let mut t = FlowTable::new(&cfg(cap), cap);
+        let mut out = Collect::default();
+        // One established connection first.
+        let (c, s) = (0x0a00_0001, 0x0a00_0002);
+        t.process(&seg(0, c, 40000, s, 443, 1, 0, th::SYN, 0), &mut out);
+        t.process(&seg(1, s, 443, c, 40000, 1, 2, th::SYN | th::ACK, 0), &mut out);
+        t.process(&seg(2, c, 40000, s, 443, 2, 2, th::ACK, 0), &mut out);
+        let n = 50_000u32;
+        for i in 0..n {
+            // Distinct sources, 1 µs apart: all within the stale timeout.
+            t.process(
+                &seg(3 + i64::from(i) * 1000, 0x6400_0000 + i, 1024, s, 443, i, 0, th::SYN, 0),
+                &mut out,
+            );
+        }
+        assert!(t.slab.len() <= cap, "slab grew to {}", t.slab.len());
+        assert_eq!(t.stats().evictions, u64::from(n) - (cap as u64 - 1));
+        assert!(out.0.iter().all(|r| r.close_reason == CloseReason::Evicted));
+        assert!(out.0.iter().all(|r| r.server_port == 443 && r.client_port == 1024));
+        // The established connection is still there.
+        t.flush(&mut out);
+        let est = out.0.iter().find(|r| r.client_port == 40000).unwrap();
+        assert_eq!(est.close_reason, CloseReason::CaptureEnd);
+    }
+
+    #[test]
+    fn interim_records_for_long_flows() {
+        let mut c = cfg(100);
+        c.interim_interval_secs = 10.0;
+        let mut t = FlowTable::new(&c, 100);
+        let mut out = Collect::default();
+        for i in 0..30 {
+            t.process(&seg(i * S, 1, 1000, 2, 80, 1 + i as u32, 1, th::ACK, 1), &mut out);
+        }
+        let interim = out.0.iter().filter(|r| r.close_reason == CloseReason::Interim).count();
+        assert_eq!(interim, 2);
+        assert_eq!(t.stats().interim_records, 2);
+    }
+}

@@ -518,3 +518,247 @@ impl TcpConn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::TcpOptions;
+
+    const C: Direction = Direction::AtoB;
+    const S: Direction = Direction::BtoA;
+    const SYN: u16 = th::SYN;
+    const ACK: u16 = th::ACK;
+    const FIN: u16 = th::FIN;
+    const RST: u16 = th::RST;
+    const MS: i64 = 1_000_000;
+
+    fn h(seq: u32, ack: u32, fl: u16, win: u16, len: u32) -> TcpHeader {
+        TcpHeader {
+            src_port: 1,
+            dst_port: 2,
+            seq,
+            ack,
+            flags: fl,
+            window: win,
+            header_len: 20,
+            options: TcpOptions::default(),
+            seg_len: len,
+        }
+    }
+
+    /// A connection after a handshake at t = 0, 10 ms, 20 ms: client ISN 1000, server ISN
+    /// 5000, no window scaling, windows 8192.
+    fn open() -> TcpConn {
+        let mut c = TcpConn::default();
+        assert_eq!(c.analyze(C, 0, &h(1000, 0, SYN, 8192, 0)).flags, 0);
+        assert_eq!(c.analyze(S, 10 * MS, &h(5000, 1001, SYN | ACK, 8192, 0)).flags, 0);
+        assert_eq!(c.analyze(C, 20 * MS, &h(1001, 5001, ACK, 8192, 0)).flags, 0);
+        assert_eq!(c.first_rtt_ns, Some(20 * MS));
+        c
+    }
+
+    fn names(f: u32) -> Vec<&'static str> {
+        flags::NAMES
+            .iter()
+            .filter(|(b, _)| f & b != 0)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+
+    #[test]
+    fn clean_connection_has_no_flags_and_full_completeness() {
+        let mut c = open();
+        let t = 30 * MS;
+        assert_eq!(c.analyze(C, t, &h(1001, 5001, ACK, 8192, 100)).flags, 0);
+        let a = c.analyze(S, t + 10 * MS, &h(5001, 1101, ACK, 8192, 0));
+        assert_eq!(a.flags, 0);
+        assert_eq!(a.ack_rtt_ns, Some(10 * MS));
+        assert_eq!(c.analyze(C, t + 20 * MS, &h(1101, 5001, FIN | ACK, 8192, 0)).flags, 0);
+        assert_eq!(c.analyze(S, t + 30 * MS, &h(5001, 1102, FIN | ACK, 8192, 0)).flags, 0);
+        assert_eq!(c.analyze(C, t + 40 * MS, &h(1102, 5002, ACK, 8192, 0)).flags, 0);
+        assert_eq!(c.completeness, 31);
+    }
+
+    #[test]
+    fn retransmission_after_the_ooo_threshold() {
+        let mut c = open();
+        c.analyze(C, 30 * MS, &h(1001, 5001, ACK, 8192, 100));
+        // Same data again 200 ms later (beyond the 20 ms first-RTT threshold).
+        let a = c.analyze(C, 230 * MS, &h(1001, 5001, ACK, 8192, 100));
+        assert_eq!(names(a.flags), ["retransmission"]);
+    }
+
+    #[test]
+    fn out_of_order_within_the_first_rtt() {
+        let mut c = open();
+        c.analyze(C, 30 * MS, &h(1101, 5001, ACK, 8192, 100)); // gap: 1001..1101 missing
+        let a = c.analyze(C, 31 * MS, &h(1001, 5001, ACK, 8192, 100));
+        assert_eq!(names(a.flags), ["out_of_order"]);
+    }
+
+    #[test]
+    fn lost_segment_on_a_gap() {
+        let mut c = open();
+        c.analyze(C, 30 * MS, &h(1001, 5001, ACK, 8192, 100));
+        let a = c.analyze(C, 31 * MS, &h(1201, 5001, ACK, 8192, 100));
+        assert_eq!(names(a.flags), ["lost_segment"]);
+    }
+
+    #[test]
+    fn dup_acks_then_fast_retransmission() {
+        let mut c = open();
+        c.analyze(C, 30 * MS, &h(1001, 5001, ACK, 8192, 100));
+        c.analyze(C, 31 * MS, &h(1201, 5001, ACK, 8192, 100)); // 1101 lost
+        let a = c.analyze(S, 40 * MS, &h(5001, 1101, ACK, 8192, 0));
+        assert_eq!(a.flags, 0);
+        let d1 = c.analyze(S, 41 * MS, &h(5001, 1101, ACK, 8192, 0));
+        let d2 = c.analyze(S, 42 * MS, &h(5001, 1101, ACK, 8192, 0));
+        assert_eq!(names(d1.flags), ["duplicate_ack"]);
+        assert_eq!(names(d2.flags), ["duplicate_ack"]);
+        let r = c.analyze(C, 45 * MS, &h(1101, 5001, ACK, 8192, 100));
+        assert_eq!(names(r.flags), ["retransmission", "fast_retransmission"]);
+    }
+
+    #[test]
+    fn fast_retransmission_needs_the_20ms_window() {
+        let mut c = open();
+        c.analyze(C, 30 * MS, &h(1001, 5001, ACK, 8192, 100));
+        c.analyze(C, 31 * MS, &h(1201, 5001, ACK, 8192, 100));
+        c.analyze(S, 40 * MS, &h(5001, 1101, ACK, 8192, 0));
+        c.analyze(S, 41 * MS, &h(5001, 1101, ACK, 8192, 0));
+        c.analyze(S, 42 * MS, &h(5001, 1101, ACK, 8192, 0));
+        let r = c.analyze(C, 80 * MS, &h(1101, 5001, ACK, 8192, 100));
+        assert_eq!(names(r.flags), ["retransmission"]);
+    }
+
+    #[test]
+    fn spurious_retransmission_of_acked_data() {
+        let mut c = open();
+        c.analyze(C, 30 * MS, &h(1001, 5001, ACK, 8192, 100));
+        c.analyze(S, 40 * MS, &h(5001, 1101, ACK, 8192, 0));
+        let r = c.analyze(C, 300 * MS, &h(1001, 5001, ACK, 8192, 100));
+        assert_eq!(
+            names(r.flags),
+            ["retransmission", "spurious_retransmission"]
+        );
+    }
+
+    #[test]
+    fn acked_segment_that_was_not_captured() {
+        let mut c = open();
+        c.analyze(C, 30 * MS, &h(1001, 5001, ACK, 8192, 100));
+        // The server acknowledges 200 bytes: the second 100 never reached the capture.
+        let a = c.analyze(S, 40 * MS, &h(5001, 1201, ACK, 8192, 0));
+        assert_eq!(names(a.flags), ["ack_lost_segment"]);
+    }
+
+    #[test]
+    fn zero_window_probe_probe_ack_and_update() {
+        let mut c = open();
+        c.analyze(C, 30 * MS, &h(1001, 5001, ACK, 8192, 100));
+        let z = c.analyze(S, 40 * MS, &h(5001, 1101, ACK, 0, 0));
+        assert_eq!(names(z.flags), ["zero_window"]);
+        let p = c.analyze(C, 240 * MS, &h(1101, 5001, ACK, 8192, 1));
+        assert_eq!(names(p.flags), ["zero_window_probe"]);
+        let pa = c.analyze(S, 250 * MS, &h(5001, 1101, ACK, 0, 0));
+        assert_eq!(names(pa.flags), ["zero_window", "zero_window_probe_ack"]);
+        let u = c.analyze(S, 300 * MS, &h(5001, 1101, ACK, 4096, 0));
+        assert_eq!(names(u.flags), ["window_update"]);
+    }
+
+    #[test]
+    fn window_full_at_the_advertised_edge() {
+        let mut c = open();
+        c.analyze(S, 25 * MS, &h(5001, 1001, ACK, 300, 0)); // server offers 300 bytes
+        assert_eq!(c.analyze(C, 30 * MS, &h(1001, 5001, ACK, 8192, 100)).flags, 0);
+        let f = c.analyze(C, 31 * MS, &h(1101, 5001, ACK, 8192, 200));
+        assert_eq!(names(f.flags), ["window_full"]);
+    }
+
+    #[test]
+    fn window_scale_applies_to_window_full() {
+        let mut c = TcpConn::default();
+        let mut syn = h(1000, 0, SYN, 8192, 0);
+        syn.options.wscale = Some(7);
+        c.analyze(C, 0, &syn);
+        let mut synack = h(5000, 1001, SYN | ACK, 8192, 0);
+        synack.options.wscale = Some(2);
+        c.analyze(S, MS, &synack);
+        c.analyze(C, 2 * MS, &h(1001, 5001, ACK, 100, 0));
+        c.analyze(S, 3 * MS, &h(5001, 1001, ACK, 100, 0)); // 100 << 2 = 400 bytes
+        let a = c.analyze(C, 4 * MS, &h(1001, 5001, ACK, 100, 400));
+        assert_eq!(names(a.flags), ["window_full"]);
+        assert_eq!(a.window, 100 << 7);
+    }
+
+    #[test]
+    fn keep_alive_and_its_ack() {
+        let mut c = open();
+        c.analyze(C, 30 * MS, &h(1001, 5001, ACK, 8192, 100));
+        c.analyze(S, 40 * MS, &h(5001, 1101, ACK, 8192, 0));
+        let k = c.analyze(C, 5_000 * MS, &h(1100, 5001, ACK, 8192, 0));
+        assert_eq!(names(k.flags), ["keep_alive"]);
+        let ka = c.analyze(S, 5_001 * MS, &h(5001, 1101, ACK, 8192, 0));
+        assert_eq!(names(ka.flags), ["keep_alive_ack"]);
+    }
+
+    #[test]
+    fn refused_connection_completeness() {
+        let mut c = TcpConn::default();
+        c.analyze(C, 0, &h(1000, 0, SYN, 8192, 0));
+        c.analyze(S, MS, &h(0, 1001, RST | ACK, 0, 0));
+        assert_eq!(c.completeness, 37);
+    }
+
+    #[test]
+    fn completeness_of_partial_streams() {
+        // One pure ACK carrying a byte: the first frame counts only if it is a SYN.
+        let mut one = TcpConn::default();
+        one.analyze(C, 0, &h(1000, 5000, ACK, 8192, 1));
+        assert_eq!(one.completeness, 0);
+        // Mid-stream: data and ACKs.
+        let mut mid = TcpConn::default();
+        mid.analyze(C, 0, &h(1000, 5000, ACK, 8192, 10));
+        mid.analyze(S, MS, &h(5000, 1010, ACK, 8192, 0));
+        assert_eq!(mid.completeness, 12);
+        // FIN/ACK then ACK.
+        let mut fin = TcpConn::default();
+        fin.analyze(C, 0, &h(1000, 5000, FIN | ACK, 8192, 0));
+        fin.analyze(S, MS, &h(5000, 1001, ACK, 8192, 0));
+        assert_eq!(fin.completeness, 20);
+    }
+
+    #[test]
+    fn retransmitted_syn_and_irtt_from_the_latest_syn() {
+        let mut c = TcpConn::default();
+        c.analyze(C, 0, &h(1000, 0, SYN, 8192, 0));
+        let r = c.analyze(C, 1_000 * MS, &h(1000, 0, SYN, 8192, 0));
+        assert_eq!(names(r.flags), ["retransmission"]);
+        c.analyze(S, 1_010 * MS, &h(5000, 1001, SYN | ACK, 8192, 0));
+        c.analyze(C, 1_020 * MS, &h(1001, 5001, ACK, 8192, 0));
+        assert_eq!(c.first_rtt_ns, Some(20 * MS));
+    }
+
+    #[test]
+    fn synack_with_a_new_isn_is_reused_ports() {
+        let mut c = open();
+        let a = c.analyze(S, 100 * MS, &h(9000, 1001, SYN | ACK, 8192, 0));
+        assert_ne!(a.flags & flags::REUSED_PORTS, 0);
+        assert!(c.is_port_reuse(C, &h(7000, 0, SYN, 8192, 0)));
+        assert!(!c.is_port_reuse(C, &h(1000, 0, SYN, 8192, 0)));
+    }
+
+    #[test]
+    fn sequence_wraparound() {
+        let mut c = TcpConn::default();
+        c.analyze(C, 0, &h(u32::MAX - 50, 0, SYN, 8192, 0));
+        c.analyze(S, MS, &h(5000, u32::MAX - 49, SYN | ACK, 8192, 0));
+        c.analyze(C, 2 * MS, &h(u32::MAX - 49, 5001, ACK, 8192, 0));
+        assert_eq!(c.analyze(C, 3 * MS, &h(u32::MAX - 49, 5001, ACK, 8192, 100)).flags, 0);
+        // 50 bytes on, the sequence wraps; the next segment is in order.
+        assert_eq!(c.analyze(C, 4 * MS, &h(50, 5001, ACK, 8192, 100)).flags, 0);
+        let a = c.analyze(S, 5 * MS, &h(5001, 150, ACK, 8192, 0));
+        assert_eq!(a.flags, 0);
+        assert_eq!(a.ack_rtt_ns, Some(MS));
+    }
+}

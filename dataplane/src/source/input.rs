@@ -193,6 +193,9 @@ impl Input {
                 let at = *pos;
                 let n = n.min(map.len() - at);
                 *pos = at + n;
+                // After a large record, start from the new position, not where prefetching
+                // stopped.
+                *prefetched = (*prefetched).max((at + n) & !63);
                 let target = (at + n + PREFETCH_DISTANCE).min(map.len());
                 while *prefetched < target {
                     prefetch(map, *prefetched);

@@ -110,7 +110,7 @@ pub(super) fn detect(head: &[u8]) -> Option<bool> {
 /// Total length of the section header block at the start of `head` (from [`detect`]), if valid.
 pub(super) fn shb_len(head: &[u8], big_endian: bool) -> Option<usize> {
     let len = read_u32(head, 4, big_endian) as usize;
-    (len % 4 == 0 && (MIN_SHB..=MAX_RECORD).contains(&len)).then_some(len)
+    (len.is_multiple_of(4) && (MIN_SHB..=MAX_RECORD).contains(&len)).then_some(len)
 }
 
 fn corrupt(offset: u64, what: impl Into<String>) -> Fault {
@@ -180,7 +180,7 @@ impl Pcapng {
             let be = self.big_endian;
             let len = read_u32(input.avail(), 4, be) as usize;
             let min = if block_type == SHB { MIN_SHB } else { 12 };
-            if len % 4 != 0 || len < min {
+            if !len.is_multiple_of(4) || len < min {
                 return Err(corrupt(
                     offset,
                     format!("invalid length {len} of block type {block_type:#x}"),

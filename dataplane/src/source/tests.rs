@@ -242,7 +242,7 @@ impl NgBuilder {
     /// Appends a block with the given body (padded to 4 bytes).
     fn block(&mut self, block_type: u32, body: &[u8]) -> &mut Self {
         let mut body = body.to_vec();
-        while body.len() % 4 != 0 {
+        while !body.len().is_multiple_of(4) {
             body.push(0);
         }
         let len = (body.len() + 12) as u32;
@@ -286,7 +286,7 @@ impl NgBuilder {
             out.extend_from_slice(&self.e16(code));
             out.extend_from_slice(&self.e16(value.len() as u16));
             out.extend_from_slice(&value);
-            while out.len() % 4 != 0 {
+            while !out.len().is_multiple_of(4) {
                 out.push(0);
             }
         }
@@ -318,7 +318,7 @@ impl NgBuilder {
         body.extend_from_slice(&self.e32(caplen));
         body.extend_from_slice(&self.e32(orig));
         body.extend_from_slice(data);
-        while body.len() % 4 != 0 {
+        while !body.len().is_multiple_of(4) {
             body.push(0);
         }
         // An option (comment) after the data.
@@ -592,22 +592,17 @@ fn pcapng_bad_block_lengths_are_corrupt() {
         b
     };
     let end = good.bytes.len();
-    let first_idb = good.ends[0];
-    let len_at = first_idb + 4; // the EPB... no: the IDB's length field is at ends[0] + 4
-    let _ = len_at;
     let epb_at = good.ends[1];
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
-        ("not a multiple of 4", Box::new(move |v| v[epb_at + 4] = 33)),
-        ("below 12", Box::new(move |v| v[epb_at + 4] = 8)),
-        ("trailer mismatch", Box::new(move |v| v[end - 4] = 99)),
-        (
-            "huge",
-            Box::new(move |v| v[epb_at + 4..epb_at + 8].copy_from_slice(&[0xf0; 4])),
-        ),
+    // (what, offset, bytes written there)
+    let cases = [
+        ("not a multiple of 4", epb_at + 4, &[33u8][..]),
+        ("below 12", epb_at + 4, &[8]),
+        ("trailer mismatch", end - 4, &[99]),
+        ("huge", epb_at + 4, &[0xf0; 4]),
     ];
-    for (name, patch) in cases {
+    for (name, at, patch) in cases {
         let mut bytes = good.bytes.clone();
-        patch(&mut bytes);
+        bytes[at..at + patch.len()].copy_from_slice(patch);
         let r = read_bytes(&bytes).unwrap();
         assert!(r.frames.is_empty(), "{name}");
         match r.error {
