@@ -17,6 +17,9 @@ use tapvault_dataplane::{
 };
 use tapvault_storage::{DnsRecord, FlowRecord};
 
+/// `tapvault demo` and its hidden `traffic` helper: real TCP in network namespaces.
+mod lab;
+
 #[derive(Parser)]
 #[command(name = "tapvault", version, about = "Packet capture with Wireshark-grade TCP expert metrics")]
 struct Cli {
@@ -29,6 +32,13 @@ enum Cmd {
     /// Run a capture file (pcap or pcapng, plain, .gz or .zst) through the flow engine and
     /// print one record per connection and a health summary.
     Analyze(AnalyzeArgs),
+    /// Demonstration (root): real Linux TCP between network namespaces through a lossy
+    /// bottleneck (bulk, slow reader, refused, keep-alive, request/response), captured with
+    /// tcpdump and analyzed; prints the flows and what to look at.
+    Demo(lab::DemoArgs),
+    /// One end of the demo's traffic, run inside a namespace by `tapvault demo`.
+    #[command(hide = true)]
+    Traffic(lab::TrafficArgs),
 }
 
 #[derive(clap::Args)]
@@ -72,10 +82,14 @@ struct AnalyzeArgs {
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Print no flow records, only the health summary (for very large captures and tests).
+    #[arg(long, conflicts_with = "json")]
+    no_records: bool,
 }
 
 struct CliSink {
     json: Option<BufWriter<io::Stdout>>,
+    keep_table: bool,
     table: Vec<FlowRecord>,
     dns: Option<BufWriter<std::fs::File>>,
     frames: bool,
@@ -99,7 +113,8 @@ impl Sink for CliSink {
                     .and_then(|()| out.write_all(b"\n"));
                 self.keep(r);
             }
-            None => self.table.push(rec),
+            None if self.keep_table => self.table.push(rec),
+            None => {}
         }
     }
     fn dns(&mut self, rec: DnsRecord) {
@@ -150,11 +165,20 @@ fn health_json(h: &Health) -> serde_json::Value {
         "port_reuses": f.port_reuses,
         "icmp_errors_unmatched": f.icmp_errors_unmatched,
         "peak_flows": f.peak_flows,
+        "peak_rss_bytes": peak_rss_bytes(),
         "handshake_rtt_windows": h.rtt_windows.iter().map(|w| serde_json::json!({
             "start_ns": w.start_ns, "count": w.count,
             "p50_us": w.p50_us, "p90_us": w.p90_us, "p99_us": w.p99_us,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// This process's peak resident set size (Linux `VmHWM`), if known.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn print_summary(out: &mut dyn Write, h: &Health) -> io::Result<()> {
@@ -196,6 +220,9 @@ fn print_summary(out: &mut dyn Write, h: &Health) -> io::Result<()> {
         f.port_reuses,
         f.icmp_errors_unmatched
     )?;
+    if let Some(rss) = peak_rss_bytes() {
+        writeln!(out, "  peak memory {:.1} MiB", rss as f64 / (1024.0 * 1024.0))?;
+    }
     for w in &h.rtt_windows {
         writeln!(
             out,
@@ -271,6 +298,7 @@ fn analyze(a: AnalyzeArgs) -> Result<()> {
     };
     let mut sink = CliSink {
         json: a.json.then(|| BufWriter::with_capacity(1 << 16, io::stdout())),
+        keep_table: !a.no_records,
         table: Vec::new(),
         dns,
         frames: a.frames,
@@ -318,8 +346,10 @@ fn analyze(a: AnalyzeArgs) -> Result<()> {
         print_summary(&mut io::stderr().lock(), &health)?;
     } else {
         let mut out = BufWriter::new(io::stdout().lock());
-        print_table(&mut out, &mut sink.table)?;
-        writeln!(out)?;
+        if !a.no_records {
+            print_table(&mut out, &mut sink.table)?;
+            writeln!(out)?;
+        }
         print_summary(&mut out, &health)?;
         out.flush()?;
     }
@@ -330,6 +360,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Analyze(a) => analyze(a),
+        Cmd::Demo(a) => lab::demo(a),
+        Cmd::Traffic(a) => lab::traffic(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,7 +13,7 @@ use crate::util::{analyze_json, epoch_ns, shared_dir};
 
 /// tshark has no flow timeouts: a file analysis compared with it runs without them (a closed
 /// flow lingers for a year). Timeouts are a deployment choice, tested elsewhere.
-pub const NO_TIMEOUTS: &[&str] = &[
+pub(crate) const NO_TIMEOUTS: &[&str] = &[
     "--idle-timeout",
     "0",
     "--stale-timeout",
@@ -42,7 +42,7 @@ const FLAGS: [(&str, &str); 15] = [
 ];
 
 /// One difference: (capture, stream, field, tshark value, tapvault value).
-pub type Diff = (String, String, String, String, String);
+pub(crate) type Diff = (String, String, String, String, String);
 
 fn show(v: &Value) -> String {
     match v {
@@ -76,7 +76,7 @@ fn same_time(sec: &Value, us: &Value) -> bool {
 }
 
 /// Compares one capture's records with its expected file.
-pub fn compare(name: &str, expected: &Value, records: &[Value]) -> Vec<Diff> {
+pub(crate) fn compare(name: &str, expected: &Value, records: &[Value]) -> Vec<Diff> {
     let mut diffs = Vec::new();
     let tcp: Vec<&Value> = records.iter().filter(|r| r["proto"] == "tcp").collect();
     let mut used = BTreeSet::new();
@@ -189,7 +189,7 @@ pub fn compare(name: &str, expected: &Value, records: &[Value]) -> Vec<Diff> {
 
 /// The documented differences: rows of the table between the markers in
 /// `docs/tshark-differences.md`.
-pub fn documented(doc: &str) -> BTreeSet<Diff> {
+pub(crate) fn documented(doc: &str) -> BTreeSet<Diff> {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc))
         .unwrap_or_else(|e| panic!("cannot read {doc}: {e}"));
     let body = text
@@ -219,7 +219,7 @@ pub fn documented(doc: &str) -> BTreeSet<Diff> {
 }
 
 /// Asserts that `actual` equals the documented set, printing rows to add or remove.
-pub fn assert_documented(actual: &BTreeSet<Diff>, doc_rows: &BTreeSet<Diff>, doc: &str) {
+pub(crate) fn assert_documented(actual: &BTreeSet<Diff>, doc_rows: &BTreeSet<Diff>, doc: &str) {
     let new: Vec<_> = actual.difference(doc_rows).collect();
     let gone: Vec<_> = doc_rows.difference(actual).collect();
     if new.is_empty() && gone.is_empty() {

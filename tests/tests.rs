@@ -5,3 +5,9 @@ mod util;
 
 /// Differential test against tshark's expected output on real third-party captures.
 mod differential;
+
+/// The CLI on bad input, and the SYN flood bound.
+mod cli;
+
+/// Real Linux TCP from `tapvault demo` (network namespaces, root) against tshark.
+mod netns;

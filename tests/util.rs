@@ -5,7 +5,7 @@ use std::{
 
 /// The `shared/` directory beside the repository, or `None` (after printing why) when it is
 /// missing and we are not in CI. In CI a missing `shared/` is a failure.
-pub fn shared_dir() -> Option<PathBuf> {
+pub(crate) fn shared_dir() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
     if dir.join("testdata/captures").is_dir() {
         return Some(dir);
@@ -21,7 +21,7 @@ pub fn shared_dir() -> Option<PathBuf> {
 }
 
 /// Runs `tapvault analyze FILE --json` with extra arguments; returns the records.
-pub fn analyze_json(file: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+pub(crate) fn analyze_json(file: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_tapvault"))
         .arg("analyze")
         .arg(file)
@@ -43,7 +43,7 @@ pub fn analyze_json(file: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
 }
 
 /// tshark's `frame.time_epoch` string ("1285862902.700271000") as ns.
-pub fn epoch_ns(s: &str) -> i64 {
+pub(crate) fn epoch_ns(s: &str) -> i64 {
     let (secs, frac) = s.split_once('.').unwrap_or((s, "0"));
     let mut frac = frac.to_string();
     frac.truncate(9);
@@ -51,4 +51,66 @@ pub fn epoch_ns(s: &str) -> i64 {
         frac.push('0');
     }
     secs.parse::<i64>().expect("seconds") * 1_000_000_000 + frac.parse::<i64>().expect("ns")
+}
+
+/// Writes a classic pcap (microseconds, Ethernet) of `frames` (timestamp ns, bytes).
+pub(crate) fn write_pcap(path: &Path, frames: impl IntoIterator<Item = (i64, Vec<u8>)>) {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).expect("create pcap"));
+    let mut hdr = Vec::new();
+    hdr.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    hdr.extend_from_slice(&2u16.to_le_bytes());
+    hdr.extend_from_slice(&4u16.to_le_bytes());
+    hdr.extend_from_slice(&[0; 8]);
+    hdr.extend_from_slice(&65535u32.to_le_bytes());
+    hdr.extend_from_slice(&1u32.to_le_bytes());
+    w.write_all(&hdr).expect("write");
+    for (ts, data) in frames {
+        let mut rec = Vec::with_capacity(16);
+        rec.extend_from_slice(&((ts / 1_000_000_000) as u32).to_le_bytes());
+        rec.extend_from_slice(&((ts % 1_000_000_000 / 1000) as u32).to_le_bytes());
+        rec.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        w.write_all(&rec).expect("write");
+        w.write_all(&data).expect("write");
+    }
+    w.flush().expect("flush");
+}
+
+/// An Ethernet/IPv4/TCP frame (no options, checksums zero).
+pub(crate) fn tcp4_frame(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let total = 20 + 20 + payload.len();
+    f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&ack.to_be_bytes());
+    f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Runs `tapvault` with arguments; returns (success, stdout, stderr).
+pub(crate) fn run(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tapvault"))
+        .args(args)
+        .output()
+        .expect("run tapvault");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

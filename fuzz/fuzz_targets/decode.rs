@@ -38,7 +38,8 @@ fuzz_target!(|data: &[u8]| {
             let start = frame.as_ptr() as usize;
             let ps = p.payload.as_ptr() as usize;
             assert!(
-                p.payload.is_empty() || (ps >= start && ps + p.payload.len() <= start + frame.len())
+                p.payload.is_empty()
+                    || (ps >= start && ps + p.payload.len() <= start + frame.len())
             );
             match p.transport {
                 Transport::Tcp(t) => {

@@ -9,7 +9,8 @@ use tapvault_dataplane::decode::decode;
 use tapvault_dataplane::source::CaptureFile;
 
 fuzz_target!(|data: &[u8]| {
-    let path = std::env::temp_dir().join(format!("tapvault-fuzz-reader-{}.cap", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("tapvault-fuzz-reader-{}.cap", std::process::id()));
     {
         let Ok(mut f) = std::fs::File::create(&path) else {
             return;

@@ -303,9 +303,15 @@ fn nflog(d: &[u8]) -> Res<Next<'_>> {
     let mut off = 0usize;
     while let Some(t) = chunk::<4>(tlvs, off) {
         let (len, ty) = if big {
-            (u16::from_be_bytes([t[0], t[1]]), u16::from_be_bytes([t[2], t[3]]))
+            (
+                u16::from_be_bytes([t[0], t[1]]),
+                u16::from_be_bytes([t[2], t[3]]),
+            )
         } else {
-            (u16::from_le_bytes([t[0], t[1]]), u16::from_le_bytes([t[2], t[3]]))
+            (
+                u16::from_le_bytes([t[0], t[1]]),
+                u16::from_le_bytes([t[2], t[3]]),
+            )
         };
         let len = usize::from(len);
         if len < 4 {

@@ -222,7 +222,11 @@ fn f_qinq() -> Vec<u8> {
 fn f_mpls4() -> Vec<u8> {
     eth(
         0x8847,
-        &cat(&[&[0x00, 0x01, 0x00, 0x40], &[0x00, 0x02, 0x01, 0x40], &tcp4()]),
+        &cat(&[
+            &[0x00, 0x01, 0x00, 0x40],
+            &[0x00, 0x02, 0x01, 0x40],
+            &tcp4(),
+        ]),
     )
 }
 fn f_mpls6() -> Vec<u8> {
@@ -231,12 +235,21 @@ fn f_mpls6() -> Vec<u8> {
 fn f_mpls_pw() -> Vec<u8> {
     eth(
         0x8847,
-        &cat(&[&[0x00, 0x01, 0x01, 0x40], &[0, 0, 0, 0], &eth(0x0800, &tcp4())]),
+        &cat(&[
+            &[0x00, 0x01, 0x01, 0x40],
+            &[0, 0, 0, 0],
+            &eth(0x0800, &tcp4()),
+        ]),
     )
 }
 fn f_pppoe4() -> Vec<u8> {
     let ip = tcp4();
-    let mut body = cat(&[&[0x11, 0x00, 0x12, 0x34], &be16(ip.len() as u16 + 2), &be16(0x0021), &ip]);
+    let mut body = cat(&[
+        &[0x11, 0x00, 0x12, 0x34],
+        &be16(ip.len() as u16 + 2),
+        &be16(0x0021),
+        &ip,
+    ]);
     body.extend_from_slice(&[0xee; 6]); // padding beyond the PPPoE length
     eth(0x8864, &body)
 }
@@ -244,7 +257,12 @@ fn f_pppoe6() -> Vec<u8> {
     let ip = tcp6();
     eth(
         0x8864,
-        &cat(&[&[0x11, 0x00, 0x12, 0x34], &be16(ip.len() as u16 + 2), &be16(0x0057), &ip]),
+        &cat(&[
+            &[0x11, 0x00, 0x12, 0x34],
+            &be16(ip.len() as u16 + 2),
+            &be16(0x0057),
+            &ip,
+        ]),
     )
 }
 fn f_gre_ip() -> Vec<u8> {
@@ -255,25 +273,39 @@ fn f_gre_ckey_seq() -> Vec<u8> {
         0x0800,
         &ipv4(
             47,
-            &gre(0xb000, 0x86dd, &[0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 9], &tcp6()),
+            &gre(
+                0xb000,
+                0x86dd,
+                &[0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 9],
+                &tcp6(),
+            ),
         ),
     )
 }
 fn f_gre_teb() -> Vec<u8> {
     eth(
         0x86dd,
-        &ipv6(47, &gre(0x2000, 0x6558, &[0, 0, 0, 1], &eth(0x0800, &tcp4()))),
+        &ipv6(
+            47,
+            &gre(0x2000, 0x6558, &[0, 0, 0, 1], &eth(0x0800, &tcp4())),
+        ),
     )
 }
 fn f_erspan1() -> Vec<u8> {
-    eth(0x0800, &ipv4(47, &gre(0, 0x88be, &[], &eth(0x0800, &tcp4()))))
+    eth(
+        0x0800,
+        &ipv4(47, &gre(0, 0x88be, &[], &eth(0x0800, &tcp4()))),
+    )
 }
 fn f_erspan2() -> Vec<u8> {
     let erspan = [0x10, 0x64, 0x00, 0x01, 0x00, 0x00, 0x00, 0x05];
     let inner = eth(0x8100, &cat(&[&vlan_tag(42, 0x0800), &tcp4()]));
     eth(
         0x0800,
-        &ipv4(47, &gre(0x1000, 0x88be, &[0, 0, 0, 1], &cat(&[&erspan, &inner]))),
+        &ipv4(
+            47,
+            &gre(0x1000, 0x88be, &[0, 0, 0, 1], &cat(&[&erspan, &inner])),
+        ),
     )
 }
 fn f_erspan3() -> Vec<u8> {
@@ -285,7 +317,12 @@ fn f_erspan3() -> Vec<u8> {
         0x0800,
         &ipv4(
             47,
-            &gre(0x1000, 0x22eb, &[0, 0, 0, 1], &cat(&[&erspan, &eth(0x86dd, &tcp6())])),
+            &gre(
+                0x1000,
+                0x22eb,
+                &[0, 0, 0, 1],
+                &cat(&[&erspan, &eth(0x86dd, &tcp6())]),
+            ),
         ),
     )
 }
@@ -349,7 +386,10 @@ fn sack_opts_bytes() -> Vec<u8> {
     ])
 }
 fn f_tcp_sack() -> Vec<u8> {
-    eth(0x0800, &ipv4(6, &tcp(1, 2, tcp_flags::ACK, &sack_opts_bytes(), b"")))
+    eth(
+        0x0800,
+        &ipv4(6, &tcp(1, 2, tcp_flags::ACK, &sack_opts_bytes(), b"")),
+    )
 }
 fn f_tcp_opts() -> Vec<u8> {
     let opts = tcp_opts_bytes();
@@ -364,17 +404,30 @@ fn f_v6_ext() -> Vec<u8> {
 }
 fn f_v6_frag() -> Vec<u8> {
     // Non-first fragment: offset 185*8, M=1.
-    let frag = cat(&[&[17, 0], &be16((185 << 3) | 1), &0xdead_beefu32.to_be_bytes()]);
+    let frag = cat(&[
+        &[17, 0],
+        &be16((185 << 3) | 1),
+        &0xdead_beefu32.to_be_bytes(),
+    ]);
     eth(0x86dd, &ipv6(44, &cat(&[&frag, b"fragment data"])))
 }
 fn f_v4_first_frag() -> Vec<u8> {
     eth(
         0x0800,
-        &ipv4_full(6, &tcp(1234, 80, tcp_flags::ACK, &[], b"hello"), 0x2000, &[], SRC4),
+        &ipv4_full(
+            6,
+            &tcp(1234, 80, tcp_flags::ACK, &[], b"hello"),
+            0x2000,
+            &[],
+            SRC4,
+        ),
     )
 }
 fn f_v4_opts_frag() -> Vec<u8> {
-    eth(0x0800, &ipv4_full(17, b"more data", 0x0005, &[1, 1, 1, 0], SRC4))
+    eth(
+        0x0800,
+        &ipv4_full(17, b"more data", 0x0005, &[1, 1, 1, 0], SRC4),
+    )
 }
 fn f_icmp_echo() -> Vec<u8> {
     eth(0x0800, &ipv4(1, &[8, 0, 0, 0, 0x12, 0x34, 0, 1, b'x']))
@@ -386,10 +439,16 @@ fn f_icmp_unreach_tcp() -> Vec<u8> {
 }
 fn f_icmp_ttl_udp() -> Vec<u8> {
     let quoted = ipv4(17, &udp(5353, 53, b"query"));
-    eth(0x0800, &ipv4(1, &cat(&[&[11, 0, 0, 0, 0, 0, 0, 0], &quoted[..28]])))
+    eth(
+        0x0800,
+        &ipv4(1, &cat(&[&[11, 0, 0, 0, 0, 0, 0, 0], &quoted[..28]])),
+    )
 }
 fn f_icmp6_ptb_udp() -> Vec<u8> {
-    let inner = ipv6(60, &cat(&[&[17, 0, 1, 4, 0, 0, 0, 0], &udp(1111, 2222, b"abc")]));
+    let inner = ipv6(
+        60,
+        &cat(&[&[17, 0, 1, 4, 0, 0, 0, 0], &udp(1111, 2222, b"abc")]),
+    );
     eth(
         0x86dd,
         &ipv6(58, &cat(&[&[2, 0, 0, 0, 0, 0, 0x05, 0x00], &inner])),
@@ -410,6 +469,17 @@ fn f_sll2() -> Vec<u8> {
         &be16(0x86dd),
         &[0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0],
         &tcp6(),
+    ])
+}
+fn f_sll_ipgre() -> Vec<u8> {
+    // ARPHRD_IPGRE (778): the protocol field is the GRE protocol type (here ERSPAN III, FT=2:
+    // a bare IP packet).
+    let erspan = [0x20, 0x64, 0x00, 0x01, 0, 0, 0, 1, 0, 0, 0x08, 0x10];
+    cat(&[
+        &[0, 0, 0x03, 0x0a, 0, 4, 10, 0, 0, 1, 0, 0, 0, 0],
+        &be16(0x22eb),
+        &erspan,
+        &tcp4(),
     ])
 }
 fn f_null_le() -> Vec<u8> {
@@ -500,6 +570,7 @@ fn corpus() -> Vec<(&'static str, LinkType, Vec<u8>)> {
         ("ipv6", LinkType::IPV6, tcp6()),
         ("sll", LinkType::LINUX_SLL, f_sll()),
         ("sll2", LinkType::LINUX_SLL2, f_sll2()),
+        ("sll_ipgre", LinkType::LINUX_SLL, f_sll_ipgre()),
         ("null_le", LinkType::NULL, f_null_le()),
         ("null_be6", LinkType::NULL, f_null_be6()),
         ("loop", LinkType::LOOP, f_loop()),
@@ -532,9 +603,18 @@ fn ethernet_padding_is_excluded() {
     assert_eq!(p.encap, 0);
     assert_eq!(p.ip.ttl, 64);
     let t = tcp_of(&p);
-    assert_eq!((t.seq, t.ack, t.window, t.header_len), (1000, 2000, 65535, 20));
+    assert_eq!(
+        (t.seq, t.ack, t.window, t.header_len),
+        (1000, 2000, 65535, 20)
+    );
     assert_eq!(t.flags, tcp_flags::SYN | tcp_flags::ACK);
-    assert_eq!(p.ip.frag, Fragment { id: 0x1234, ..Fragment::default() });
+    assert_eq!(
+        p.ip.frag,
+        Fragment {
+            id: 0x1234,
+            ..Fragment::default()
+        }
+    );
 }
 
 #[test]
@@ -544,11 +624,20 @@ fn ethernet_8023_llc() {
     let stp = eth(38, &cat(&[&[0x42, 0x42, 0x03], &[0; 35]]));
     assert_eq!(decode(LinkType::ETHERNET, &stp), Decoded::NotIp(0));
     // SNAP with a Cisco OUI (CDP).
-    let cdp = eth(30, &cat(&[&[0xaa, 0xaa, 0x03, 0x00, 0x00, 0x0c, 0x20, 0x00], &[0; 22]]));
+    let cdp = eth(
+        30,
+        &cat(&[&[0xaa, 0xaa, 0x03, 0x00, 0x00, 0x0c, 0x20, 0x00], &[0; 22]]),
+    );
     assert_eq!(decode(LinkType::ETHERNET, &cdp), Decoded::NotIp(0));
     // ARP and LLDP.
-    assert_eq!(decode(LinkType::ETHERNET, &eth(0x0806, &[0; 28])), Decoded::NotIp(0x0806));
-    assert_eq!(decode(LinkType::ETHERNET, &eth(0x88cc, &[0; 28])), Decoded::NotIp(0x88cc));
+    assert_eq!(
+        decode(LinkType::ETHERNET, &eth(0x0806, &[0; 28])),
+        Decoded::NotIp(0x0806)
+    );
+    assert_eq!(
+        decode(LinkType::ETHERNET, &eth(0x88cc, &[0; 28])),
+        Decoded::NotIp(0x88cc)
+    );
     // Wrong IP version behind 0x0800.
     assert_eq!(
         decode(LinkType::ETHERNET, &eth(0x0800, &tcp6())),
@@ -558,10 +647,20 @@ fn ethernet_8023_llc() {
 
 #[test]
 fn raw_ip_link_types() {
-    for lt in [LinkType::RAW, LinkType::RAW_12, LinkType::RAW_14, LinkType::IPV4] {
+    for lt in [
+        LinkType::RAW,
+        LinkType::RAW_12,
+        LinkType::RAW_14,
+        LinkType::IPV4,
+    ] {
         assert_tcp4(&pkt(dl(lt, &tcp4())));
     }
-    for lt in [LinkType::RAW, LinkType::RAW_12, LinkType::RAW_14, LinkType::IPV6] {
+    for lt in [
+        LinkType::RAW,
+        LinkType::RAW_12,
+        LinkType::RAW_14,
+        LinkType::IPV6,
+    ] {
         assert_tcp6(&pkt(dl(lt, &tcp6())));
     }
     assert_eq!(
@@ -582,10 +681,19 @@ fn raw_ip_link_types() {
 fn cooked_loopback_nflog_fddi_wlan() {
     assert_tcp4(&pkt(dl(LinkType::LINUX_SLL, &f_sll())));
     assert_tcp6(&pkt(dl(LinkType::LINUX_SLL2, &f_sll2())));
+    let p = pkt(dl(LinkType::LINUX_SLL, &f_sll_ipgre()));
+    assert_tcp4(&p);
+    assert_eq!(p.encap, encap::ERSPAN3);
     assert_tcp4(&pkt(dl(LinkType::NULL, &f_null_le())));
-    assert_tcp4(&pkt(dl(LinkType::NULL, &cat(&[&2u32.to_be_bytes(), &tcp4()]))));
+    assert_tcp4(&pkt(dl(
+        LinkType::NULL,
+        &cat(&[&2u32.to_be_bytes(), &tcp4()]),
+    )));
     assert_tcp6(&pkt(dl(LinkType::NULL, &f_null_be6())));
-    assert_tcp6(&pkt(dl(LinkType::NULL, &cat(&[&28u32.to_le_bytes(), &tcp6()]))));
+    assert_tcp6(&pkt(dl(
+        LinkType::NULL,
+        &cat(&[&28u32.to_le_bytes(), &tcp6()]),
+    )));
     assert_tcp6(&pkt(dl(LinkType::LOOP, &f_loop())));
     assert_eq!(
         decode(LinkType::NULL, &cat(&[&23u32.to_le_bytes(), &[0; 20]])),
@@ -618,11 +726,20 @@ fn cooked_loopback_nflog_fddi_wlan() {
 #[test]
 fn wlan_non_data_frames_are_not_ip() {
     // Beacon (management).
-    assert_eq!(decode(LinkType::IEEE802_11, &[0x80, 0, 0, 0, 1, 2, 3]), Decoded::NotIp(0));
+    assert_eq!(
+        decode(LinkType::IEEE802_11, &[0x80, 0, 0, 0, 1, 2, 3]),
+        Decoded::NotIp(0)
+    );
     // ACK (control).
-    assert_eq!(decode(LinkType::IEEE802_11, &[0xd4, 0, 0, 0, 1, 2]), Decoded::NotIp(0));
+    assert_eq!(
+        decode(LinkType::IEEE802_11, &[0xd4, 0, 0, 0, 1, 2]),
+        Decoded::NotIp(0)
+    );
     // QoS null.
-    assert_eq!(decode(LinkType::IEEE802_11, &[0xc8, 0x01, 0, 0]), Decoded::NotIp(0));
+    assert_eq!(
+        decode(LinkType::IEEE802_11, &[0xc8, 0x01, 0, 0]),
+        Decoded::NotIp(0)
+    );
     // Protected data.
     let mut f = f_wlan();
     f[1] |= 0x40;
@@ -651,7 +768,10 @@ fn unsupported_link_types_and_names() {
         assert!(!linktype_name(lt).contains("unknown"));
     }
     assert_eq!(linktype_name(LinkType::ETHERNET), "LINKTYPE_ETHERNET (1)");
-    assert_eq!(linktype_name(LinkType::LINUX_SLL2), "LINKTYPE_LINUX_SLL2 (276)");
+    assert_eq!(
+        linktype_name(LinkType::LINUX_SLL2),
+        "LINKTYPE_LINUX_SLL2 (276)"
+    );
     assert_eq!(linktype_name(LinkType(147)), "LINKTYPE 147 (unknown)");
     assert_eq!(
         linktype_name(LinkType(127)),
@@ -698,7 +818,10 @@ fn mpls_stacks() {
     assert_eq!(p.encap, encap::MPLS);
     // No bottom-of-stack within the frame.
     assert_eq!(
-        decode(LinkType::ETHERNET, &eth(0x8847, &[0, 1, 0, 64, 0, 2, 0, 64])),
+        decode(
+            LinkType::ETHERNET,
+            &eth(0x8847, &[0, 1, 0, 64, 0, 2, 0, 64])
+        ),
         Decoded::Malformed(Malformed::TruncatedEncap)
     );
     // An endless label stack.
@@ -708,7 +831,10 @@ fn mpls_stacks() {
     );
     // Unknown payload nibble.
     assert_eq!(
-        decode(LinkType::ETHERNET, &eth(0x8847, &[0, 1, 1, 64, 0x10, 0, 0, 0])),
+        decode(
+            LinkType::ETHERNET,
+            &eth(0x8847, &[0, 1, 1, 64, 0x10, 0, 0, 0])
+        ),
         Decoded::NotIp(0x8847)
     );
 }
@@ -723,7 +849,10 @@ fn pppoe_sessions() {
     let lcp = eth(0x8864, &[0x11, 0, 0, 1, 0, 6, 0xc0, 0x21, 1, 1, 0, 4]);
     assert_eq!(decode(LinkType::ETHERNET, &lcp), Decoded::NotIp(0x8864));
     // Discovery.
-    assert_eq!(decode(LinkType::ETHERNET, &eth(0x8863, &[0x11, 0x09, 0, 0, 0, 0])), Decoded::NotIp(0x8863));
+    assert_eq!(
+        decode(LinkType::ETHERNET, &eth(0x8863, &[0x11, 0x09, 0, 0, 0, 0])),
+        Decoded::NotIp(0x8863)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -742,22 +871,45 @@ fn gre_variants() {
     assert_eq!(p.encap, encap::GRE);
     // Unknown GRE version.
     let f = eth(0x0800, &ipv4(47, &gre(0x0002, 0x0800, &[], &tcp4())));
-    assert_eq!(decode(LinkType::ETHERNET, &f), Decoded::Malformed(Malformed::BadTunnel));
+    assert_eq!(
+        decode(LinkType::ETHERNET, &f),
+        Decoded::Malformed(Malformed::BadTunnel)
+    );
     // GRE cut short (key bit set, no key).
     let f = eth(0x0800, &ipv4(47, &gre(0x2000, 0x0800, &[], &[])));
-    assert_eq!(decode(LinkType::ETHERNET, &f), Decoded::Malformed(Malformed::BadTunnel));
+    assert_eq!(
+        decode(LinkType::ETHERNET, &f),
+        Decoded::Malformed(Malformed::BadTunnel)
+    );
     // RFC 1701 routing: one SRE then the NULL SRE.
     let sre = [0x08, 0x00, 0, 4, 1, 2, 3, 4, 0, 0, 0, 0];
-    let f = eth(0x0800, &ipv4(47, &gre(0x4000, 0x0800, &[0, 0, 0, 0], &cat(&[&sre, &tcp4()]))));
+    let f = eth(
+        0x0800,
+        &ipv4(
+            47,
+            &gre(0x4000, 0x0800, &[0, 0, 0, 0], &cat(&[&sre, &tcp4()])),
+        ),
+    );
     assert_tcp4(&pkt(dl(LinkType::ETHERNET, &f)));
     // PPTP enhanced GRE carrying PPP/IPv4 (address/control present).
     let f = eth(
         0x0800,
-        &ipv4(47, &gre(0x3081, 0x880b, &[0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 4], &cat(&[&[0xff, 0x03, 0x00, 0x21], &tcp4()]))),
+        &ipv4(
+            47,
+            &gre(
+                0x3081,
+                0x880b,
+                &[0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 4],
+                &cat(&[&[0xff, 0x03, 0x00, 0x21], &tcp4()]),
+            ),
+        ),
     );
     assert_tcp4(&pkt(dl(LinkType::ETHERNET, &f)));
     // PPTP with compressed protocol field carrying encrypted data (0xfd).
-    let f = eth(0x0800, &ipv4(47, &gre(0x2001, 0x880b, &[0, 4, 0, 1], &[0xfd, 1, 2, 3])));
+    let f = eth(
+        0x0800,
+        &ipv4(47, &gre(0x2001, 0x880b, &[0, 4, 0, 1], &[0xfd, 1, 2, 3])),
+    );
     assert_eq!(decode(LinkType::ETHERNET, &f), Decoded::NotIp(0x880b));
 }
 
@@ -775,13 +927,27 @@ fn erspan() {
     assert_eq!(p.encap, encap::GRE | encap::ERSPAN3);
     // ERSPAN III without the optional subheader.
     let erspan = [0x20, 0x64, 0x00, 0x01, 0, 0, 0, 1, 0, 0, 0x00, 0x10];
-    let f = eth(0x0800, &ipv4(47, &gre(0x1000, 0x22eb, &[0, 0, 0, 1], &cat(&[&erspan, &eth(0x0800, &tcp4())]))));
+    let f = eth(
+        0x0800,
+        &ipv4(
+            47,
+            &gre(
+                0x1000,
+                0x22eb,
+                &[0, 0, 0, 1],
+                &cat(&[&erspan, &eth(0x0800, &tcp4())]),
+            ),
+        ),
+    );
     assert_tcp4(&pkt(dl(LinkType::ETHERNET, &f)));
     // Bad ERSPAN II version.
     let mut f = f_erspan2();
     let at = 14 + 20 + 8;
     f[at] = 0x30;
-    assert_eq!(decode(LinkType::ETHERNET, &f), Decoded::Malformed(Malformed::BadTunnel));
+    assert_eq!(
+        decode(LinkType::ETHERNET, &f),
+        Decoded::Malformed(Malformed::BadTunnel)
+    );
 }
 
 #[test]
@@ -793,10 +959,19 @@ fn aruba_wlan_in_gre() {
     let p = pkt(dl(LinkType::ETHERNET, &f_aruba_4addr_htc()));
     assert_tcp6(&p);
     // Management frame in Aruba GRE.
-    let f = eth(0x0800, &ipv4(47, &gre(0, 0x8200, &[], &[0x80, 0, 0, 0, 0, 0])));
+    let f = eth(
+        0x0800,
+        &ipv4(47, &gre(0, 0x8200, &[], &[0x80, 0, 0, 0, 0, 0])),
+    );
     assert_eq!(decode(LinkType::ETHERNET, &f), Decoded::NotIp(0));
     // EAPOL over 802.11.
-    let f = eth(0x0800, &ipv4(47, &gre(0, 0x8200, &[], &wlan_qos(0x01, 0x888e, &[1, 3, 0, 0]))));
+    let f = eth(
+        0x0800,
+        &ipv4(
+            47,
+            &gre(0, 0x8200, &[], &wlan_qos(0x01, 0x888e, &[1, 3, 0, 0])),
+        ),
+    );
     assert_eq!(decode(LinkType::ETHERNET, &f), Decoded::NotIp(0x888e));
 }
 
@@ -812,7 +987,10 @@ fn vxlan() {
     for (at, v) in [(0, 0x0c), (1, 1), (7, 1)] {
         let mut vx = [0x08, 0, 0, 0, 0, 0x12, 0x34, 0];
         vx[at] = v;
-        let f = eth(0x0800, &ipv4(17, &udp(50000, 4789, &cat(&[&vx, &eth(0x0800, &tcp4())]))));
+        let f = eth(
+            0x0800,
+            &ipv4(17, &udp(50000, 4789, &cat(&[&vx, &eth(0x0800, &tcp4())]))),
+        );
         let p = pkt(dl(LinkType::ETHERNET, &f));
         let u = udp_of(&p);
         assert_eq!(u.dst_port, 4789);
@@ -820,7 +998,10 @@ fn vxlan() {
     }
     // Other port: plain UDP.
     let vx = [0x08, 0, 0, 0, 0, 0x12, 0x34, 0];
-    let f = eth(0x0800, &ipv4(17, &udp(50000, 4790, &cat(&[&vx, &eth(0x0800, &tcp4())]))));
+    let f = eth(
+        0x0800,
+        &ipv4(17, &udp(50000, 4790, &cat(&[&vx, &eth(0x0800, &tcp4())]))),
+    );
     assert_eq!(udp_of(&pkt(dl(LinkType::ETHERNET, &f))).dst_port, 4790);
 }
 
@@ -833,7 +1014,10 @@ fn ip_in_ip() {
     assert_tcp4(&pkt(dl(LinkType::ETHERNET, &f_4in6())));
     // 41 carrying IPv4: wrong version.
     let f = eth(0x0800, &ipv4(41, &tcp4()));
-    assert_eq!(decode(LinkType::ETHERNET, &f), Decoded::Malformed(Malformed::BadIpVersion));
+    assert_eq!(
+        decode(LinkType::ETHERNET, &f),
+        Decoded::Malformed(Malformed::BadIpVersion)
+    );
 }
 
 #[test]
@@ -842,13 +1026,19 @@ fn nesting_is_bounded() {
     for _ in 0..40 {
         ip = ipv4(4, &ip);
     }
-    assert_eq!(decode(LinkType::RAW, &ip), Decoded::Malformed(Malformed::TooDeep));
+    assert_eq!(
+        decode(LinkType::RAW, &ip),
+        Decoded::Malformed(Malformed::TooDeep)
+    );
     // GRE in GRE in ...
     let mut ip = tcp4();
     for _ in 0..40 {
         ip = ipv4(47, &gre(0, 0x0800, &[], &ip));
     }
-    assert_eq!(decode(LinkType::RAW, &ip), Decoded::Malformed(Malformed::TooDeep));
+    assert_eq!(
+        decode(LinkType::RAW, &ip),
+        Decoded::Malformed(Malformed::TooDeep)
+    );
     // Many VLAN tags.
     let mut body = tcp4();
     for _ in 0..40 {
@@ -875,14 +1065,33 @@ fn ipv4_fragments() {
     let p = pkt(dl(LinkType::ETHERNET, &f_v4_first_frag()));
     assert_eq!(p.transport, Transport::Fragment);
     assert_eq!(p.ip.proto, 6);
-    assert_eq!(p.ip.frag, Fragment { is_fragment: true, offset: 0, more: true, id: 0x1234 });
+    assert_eq!(
+        p.ip.frag,
+        Fragment {
+            is_fragment: true,
+            offset: 0,
+            more: true,
+            id: 0x1234
+        }
+    );
     // Non-first, last fragment with IP options.
     let p = pkt(dl(LinkType::ETHERNET, &f_v4_opts_frag()));
     assert_eq!(p.transport, Transport::Fragment);
-    assert_eq!(p.ip.frag, Fragment { is_fragment: true, offset: 40, more: false, id: 0x1234 });
+    assert_eq!(
+        p.ip.frag,
+        Fragment {
+            is_fragment: true,
+            offset: 40,
+            more: false,
+            id: 0x1234
+        }
+    );
     assert_eq!(p.payload, b"more data");
     // DF alone is not a fragment.
-    let p = pkt(dl(LinkType::RAW, &ipv4_full(6, &tcp(1, 2, 0, &[], b""), 0x4000, &[], SRC4)));
+    let p = pkt(dl(
+        LinkType::RAW,
+        &ipv4_full(6, &tcp(1, 2, 0, &[], b""), 0x4000, &[], SRC4),
+    ));
     assert!(!p.ip.frag.is_fragment);
     assert!(matches!(p.transport, Transport::Tcp(_)));
     // A first fragment of a GRE packet is decapsulated; a later one is not.
@@ -894,7 +1103,13 @@ fn ipv4_fragments() {
 
 #[test]
 fn ipv4_options_and_lengths() {
-    let ip = ipv4_full(6, &tcp(1234, 80, 0, &[], b"hello"), 0, &[0x94, 0x04, 0, 0], SRC4);
+    let ip = ipv4_full(
+        6,
+        &tcp(1234, 80, 0, &[], b"hello"),
+        0,
+        &[0x94, 0x04, 0, 0],
+        SRC4,
+    );
     let t = tcp_of(&pkt(dl(LinkType::RAW, &ip)));
     assert_eq!(t.seg_len, 5);
     // Snapped capture: seg_len still from the IP total length.
@@ -911,20 +1126,35 @@ fn ipv4_options_and_lengths() {
     // IHL < 5, IHL > packet.
     let mut bad = tcp4();
     bad[0] = 0x44;
-    assert_eq!(decode(LinkType::RAW, &bad), Decoded::Malformed(Malformed::BadIpHeaderLen));
+    assert_eq!(
+        decode(LinkType::RAW, &bad),
+        Decoded::Malformed(Malformed::BadIpHeaderLen)
+    );
     bad[0] = 0x4f;
-    assert_eq!(decode(LinkType::RAW, &bad[..40]), Decoded::Malformed(Malformed::BadIpHeaderLen));
+    assert_eq!(
+        decode(LinkType::RAW, &bad[..40]),
+        Decoded::Malformed(Malformed::BadIpHeaderLen)
+    );
     // Total length < IHL.
     let mut bad = tcp4();
     bad[3] = 10;
-    assert_eq!(decode(LinkType::RAW, &bad), Decoded::Malformed(Malformed::BadIpLength));
+    assert_eq!(
+        decode(LinkType::RAW, &bad),
+        Decoded::Malformed(Malformed::BadIpLength)
+    );
     // Total length too small for a TCP header.
     let mut bad = tcp4();
     bad[2] = 0;
     bad[3] = 30;
-    assert_eq!(decode(LinkType::RAW, &bad), Decoded::Malformed(Malformed::BadIpLength));
+    assert_eq!(
+        decode(LinkType::RAW, &bad),
+        Decoded::Malformed(Malformed::BadIpLength)
+    );
     // Cut inside the IP header.
-    assert_eq!(decode(LinkType::RAW, &tcp4()[..19]), Decoded::Malformed(Malformed::TruncatedIp));
+    assert_eq!(
+        decode(LinkType::RAW, &tcp4()[..19]),
+        Decoded::Malformed(Malformed::TruncatedIp)
+    );
 }
 
 #[test]
@@ -938,7 +1168,12 @@ fn ipv6_extension_chain() {
     assert_eq!(p.ip.proto, 17);
     assert_eq!(
         p.ip.frag,
-        Fragment { is_fragment: true, offset: 1480, more: true, id: 0xdead_beef }
+        Fragment {
+            is_fragment: true,
+            offset: 1480,
+            more: true,
+            id: 0xdead_beef
+        }
     );
     assert_eq!(p.payload, b"fragment data");
     // Atomic fragment: a whole packet.
@@ -966,7 +1201,10 @@ fn ipv6_extension_loops_and_truncation() {
         chain.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]);
     }
     let f = ipv6(60, &chain);
-    assert_eq!(decode(LinkType::RAW, &f), Decoded::Malformed(Malformed::BadIpv6ExtChain));
+    assert_eq!(
+        decode(LinkType::RAW, &f),
+        Decoded::Malformed(Malformed::BadIpv6ExtChain)
+    );
     // Exactly the bound is fine, one more is not.
     let mut chain = Vec::new();
     for _ in 0..MAX_IPV6_EXT_HEADERS - 1 {
@@ -975,11 +1213,24 @@ fn ipv6_extension_loops_and_truncation() {
     chain.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
     let ok = ipv6(60, &cat(&[&chain, &tcp(1234, 80, 0, &[], b"hello")]));
     assert_tcp6(&pkt(dl(LinkType::RAW, &ok)));
-    let too_long = ipv6(60, &cat(&[&[60, 0, 1, 4, 0, 0, 0, 0], &chain, &tcp(1234, 80, 0, &[], b"hello")]));
-    assert_eq!(decode(LinkType::RAW, &too_long), Decoded::Malformed(Malformed::BadIpv6ExtChain));
+    let too_long = ipv6(
+        60,
+        &cat(&[
+            &[60, 0, 1, 4, 0, 0, 0, 0],
+            &chain,
+            &tcp(1234, 80, 0, &[], b"hello"),
+        ]),
+    );
+    assert_eq!(
+        decode(LinkType::RAW, &too_long),
+        Decoded::Malformed(Malformed::BadIpv6ExtChain)
+    );
     // Chain cut short by the payload length.
     let f = ipv6(0, &[6, 1, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(decode(LinkType::RAW, &f), Decoded::Malformed(Malformed::BadIpv6ExtChain));
+    assert_eq!(
+        decode(LinkType::RAW, &f),
+        Decoded::Malformed(Malformed::BadIpv6ExtChain)
+    );
     // Payload length 0 (jumbogram / GSO): captured length used.
     let mut f = f_v6_ext()[14..].to_vec();
     f[4] = 0;
@@ -1044,15 +1295,27 @@ fn tcp_bogus_header_lengths() {
     // Data offset < 5.
     let mut f = tcp4();
     f[20 + 12] = 0x40;
-    assert_eq!(decode(LinkType::RAW, &f), Decoded::Malformed(Malformed::BadTcpHeaderLen));
+    assert_eq!(
+        decode(LinkType::RAW, &f),
+        Decoded::Malformed(Malformed::BadTcpHeaderLen)
+    );
     // Data offset beyond the segment.
     let mut f = tcp4();
     f[20 + 12] = 0xf0;
-    assert_eq!(decode(LinkType::RAW, &f), Decoded::Malformed(Malformed::BadTcpHeaderLen));
+    assert_eq!(
+        decode(LinkType::RAW, &f),
+        Decoded::Malformed(Malformed::BadTcpHeaderLen)
+    );
     // Options cut by the capture.
     let f = ipv4(6, &tcp(1, 2, 0, &[2, 4, 5, 0xb4, 1, 1, 1, 0], &[0; 100]));
-    assert_eq!(decode(LinkType::RAW, &f[..44]), Decoded::Malformed(Malformed::TruncatedTcp));
-    assert_eq!(decode(LinkType::RAW, &f[..30]), Decoded::Malformed(Malformed::TruncatedTcp));
+    assert_eq!(
+        decode(LinkType::RAW, &f[..44]),
+        Decoded::Malformed(Malformed::TruncatedTcp)
+    );
+    assert_eq!(
+        decode(LinkType::RAW, &f[..30]),
+        Decoded::Malformed(Malformed::TruncatedTcp)
+    );
     // NS flag kept.
     let f = ipv4(6, &tcp(1, 2, 0x100 | tcp_flags::ACK, &[], b""));
     assert_eq!(tcp_of(&pkt(dl(LinkType::RAW, &f))).flags, 0x110);
@@ -1068,7 +1331,10 @@ fn udp_lengths() {
     // Length < 8.
     let mut bad = f.clone();
     bad[20 + 5] = 7;
-    assert_eq!(decode(LinkType::RAW, &bad), Decoded::Malformed(Malformed::BadUdp));
+    assert_eq!(
+        decode(LinkType::RAW, &bad),
+        Decoded::Malformed(Malformed::BadUdp)
+    );
     // Length beyond the IP payload: IP length used.
     let mut big = f.clone();
     big[20 + 4] = 0x10;
@@ -1083,14 +1349,20 @@ fn udp_lengths() {
     let p = pkt(dl(LinkType::RAW, &short));
     assert_eq!((udp_of(&p).payload_len, p.payload), (2, &b"he"[..]));
     // Header cut short.
-    assert_eq!(decode(LinkType::RAW, &f[..25]), Decoded::Malformed(Malformed::BadUdp));
+    assert_eq!(
+        decode(LinkType::RAW, &f[..25]),
+        Decoded::Malformed(Malformed::BadUdp)
+    );
 }
 
 #[test]
 fn icmp_messages() {
     let p = pkt(dl(LinkType::ETHERNET, &f_icmp_echo()));
     let i = icmp_of(&p);
-    assert_eq!((i.icmp_type, i.code, i.v6, i.echo_id), (8, 0, false, 0x1234));
+    assert_eq!(
+        (i.icmp_type, i.code, i.v6, i.echo_id),
+        (8, 0, false, 0x1234)
+    );
     assert!(!i.is_error());
     assert_eq!(i.quoted, None);
 
@@ -1117,7 +1389,14 @@ fn icmp_messages() {
     let q = i.quoted.unwrap();
     assert_eq!(
         q,
-        Quoted { ip_version: 6, src: SRC6, dst: DST6, proto: 17, src_port: 1111, dst_port: 2222 }
+        Quoted {
+            ip_version: 6,
+            src: SRC6,
+            dst: DST6,
+            proto: 17,
+            src_port: 1111,
+            dst_port: 2222
+        }
     );
     let i = icmp_of(&pkt(dl(LinkType::ETHERNET, &f_icmp6_echo())));
     assert_eq!((i.icmp_type, i.echo_id, i.quoted), (128, 0xbeef, None));
@@ -1232,7 +1511,13 @@ fn mutated_corpus_frames() {
     for (_, lt, f) in corpus() {
         let mut g = f.clone();
         for i in 0..f.len() {
-            for v in [0x00, 0xff, f[i] ^ 0x80, f[i].wrapping_add(1), f[i].wrapping_sub(1)] {
+            for v in [
+                0x00,
+                0xff,
+                f[i] ^ 0x80,
+                f[i].wrapping_add(1),
+                f[i].wrapping_sub(1),
+            ] {
                 g[i] = v;
                 check(decode(lt, &g), &g);
             }
@@ -1275,7 +1560,11 @@ fn read_pcap(data: &[u8]) -> (LinkType, Vec<&[u8]>) {
     };
     let u32_at = |at: usize| {
         let b: [u8; 4] = data[at..at + 4].try_into().unwrap();
-        if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) }
+        if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }
     };
     let lt = LinkType(u32_at(20) & 0x03ff_ffff);
     let mut frames = Vec::new();
@@ -1291,7 +1580,9 @@ fn read_pcap(data: &[u8]) -> (LinkType, Vec<&[u8]>) {
 }
 
 fn expected_tcp_frames(json: &str) -> usize {
-    let at = json.find("\"tcp_frames\"").expect("tcp_frames in expected.json");
+    let at = json
+        .find("\"tcp_frames\"")
+        .expect("tcp_frames in expected.json");
     json[at + 12..]
         .trim_start_matches([' ', ':'])
         .chars()

@@ -1,0 +1,429 @@
+//! `tapvault demo`: real Linux TCP in a lab of network namespaces, captured with tcpdump and
+//! run through the same analysis as `tapvault analyze`.
+//!
+//! The lab ([`netns::Lab`]) is client — router — server, with a 20 Mbit/s TBF bottleneck
+//! with a short queue on the router toward the client. The scenarios ([`traffic`]) are
+//! short request/response connections over IPv4 and IPv6, a bulk download that overflows the
+//! bottleneck (loss, duplicate ACKs, SACK, fast retransmissions), a slow reader with a tiny
+//! receive buffer (zero windows, probes, window updates), a connection to a closed port
+//! (refused) and an idle connection kept alive by 1 s keep-alives. The capture point is the
+//! client's veth: what a tap in front of a client would see.
+//!
+//! Live XDP capture replaces tcpdump later; the lab and the scenarios stay.
+
+mod netns;
+mod traffic;
+
+use std::{
+    io::{self, BufWriter, Write},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use tapvault_config::FlowConfig;
+use tapvault_dataplane::{
+    engine::{self, AnalyzeOptions},
+    flow::table::Sink,
+};
+use tapvault_storage::{FlowRecord, FlowState};
+pub(crate) use traffic::{TrafficArgs, run as traffic};
+
+use self::{
+    netns::Lab,
+    traffic::{BULK_PORT, CLOSED_PORT, KEEPALIVE_PORT, RR_PORT, SLOW_PORT},
+};
+
+/// Arguments of `tapvault demo`.
+#[derive(clap::Args)]
+pub(crate) struct DemoArgs {
+    /// Directory for the capture (`demo.pcap`), created if missing and always kept.
+    /// Default: a fresh temporary directory, removed at exit unless --keep is given.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// How long the slow reader and the idle keep-alive connection last, seconds; the whole
+    /// demo takes a few seconds more.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(3..=60))]
+    seconds: u64,
+    /// Keep the temporary capture directory (the pcap) after the demo.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Removes the temporary output directory on every path, unless it is to be kept.
+struct OutDir {
+    path: PathBuf,
+    remove: bool,
+}
+
+impl Drop for OutDir {
+    fn drop(&mut self) {
+        if self.remove {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn ensure_root() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").context("cannot read /proc")?;
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .context("no Uid line in /proc/self/status")?;
+    if euid != "0" {
+        bail!(
+            "`tapvault demo` must run as root: it creates network namespaces, veths and a \
+             qdisc, and runs tcpdump (try `sudo tapvault demo`)"
+        );
+    }
+    Ok(())
+}
+
+fn ensure_tools() -> Result<()> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<&str> = [
+        "ip", "tc", "ethtool", "tcpdump", "timeout", "kill", "sysctl",
+    ]
+    .into_iter()
+    .filter(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
+    .collect();
+    if !missing.is_empty() {
+        bail!(
+            "`tapvault demo` needs {} in PATH (Debian: apt-get install iproute2 ethtool tcpdump \
+             procps coreutils)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Runs `tapvault demo`.
+pub(crate) fn demo(a: DemoArgs) -> Result<()> {
+    ensure_root()?;
+    ensure_tools()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context("cannot install the Ctrl-C handler")?;
+    }
+    let t0 = Instant::now();
+    let pid = std::process::id();
+    let (dir, temp) = match &a.out {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("tapvault-demo-{pid}")),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let out_dir = OutDir {
+        path: dir.clone(),
+        remove: temp && !a.keep,
+    };
+    let pcap = dir.join("demo.pcap");
+    let exe = std::env::current_exe().context("cannot find the tapvault binary")?;
+    let exe = exe.to_str().context("the binary's path is not UTF-8")?;
+
+    let mut lab = Lab::new(pid);
+    eprintln!(
+        "lab: namespaces {} — {} — {} (client — router — server), capture on {}",
+        lab.ns_client, "router", lab.ns_server, lab.veth_client
+    );
+    lab.setup()?;
+    let (ns_client, ns_server) = (lab.ns_client.clone(), lab.ns_server.clone());
+
+    // The capture: `timeout` bounds tcpdump's life even if this process is killed with
+    // SIGKILL, and passes our SIGINT on to it. -Z root: write the file as root.
+    let limit = (a.seconds + 60).to_string();
+    let pcap_s = pcap.to_str().context("the output path is not UTF-8")?;
+    let cap = lab.spawn(
+        "tcpdump",
+        &ns_client,
+        "timeout",
+        &[
+            "-s",
+            "INT",
+            &limit,
+            "tcpdump",
+            "-i",
+            &lab.veth_client.clone(),
+            "-w",
+            pcap_s,
+            "-s",
+            "0",
+            "-U",
+            // Hand every packet over at once: otherwise the last block of packets (up to
+            // a second) is still in the kernel ring when tcpdump is stopped, and is lost.
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "--time-stamp-precision",
+            "nano",
+        ],
+        true,
+    )?;
+    cap.stderr
+        .wait_for("listening on", Duration::from_secs(10), &stop)
+        .context("tcpdump did not start")?;
+
+    let srv = lab.spawn(
+        "traffic server",
+        &ns_server,
+        exe,
+        &[
+            "traffic",
+            "server",
+            "--listen",
+            netns::SERVER4,
+            "--listen",
+            netns::SERVER6,
+            "--deadline",
+            &limit,
+        ],
+        false,
+    )?;
+    srv.stdout
+        .wait_for("ready", Duration::from_secs(10), &stop)
+        .with_context(|| format!("traffic server: {}", srv.stderr.all().join(" / ")))?;
+
+    eprintln!("traffic: running the scenarios (about {} s)", a.seconds + 1);
+    let t_traffic = Instant::now();
+    let seconds = a.seconds.to_string();
+    let cli = lab.spawn(
+        "traffic client",
+        &ns_client,
+        exe,
+        &[
+            "traffic",
+            "client",
+            "--server4",
+            netns::SERVER4,
+            "--server6",
+            netns::SERVER6,
+            "--seconds",
+            &seconds,
+        ],
+        false,
+    )?;
+    let ok = lab.wait(cli.idx, Duration::from_secs(a.seconds + 30), &stop)?;
+    if !ok {
+        // A Ctrl-C reaches the client (same process group) as fast as our handler.
+        std::thread::sleep(Duration::from_millis(100));
+        if stop.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        bail!("traffic client failed: {}", cli.stderr.all().join(" / "));
+    }
+    let traffic_secs = t_traffic.elapsed().as_secs_f64();
+    // Let the last ACKs of the closes reach the capture before stopping it.
+    std::thread::sleep(Duration::from_millis(300));
+    lab.stop(cap.idx);
+    drop(srv.stdin);
+    let _ = lab.wait(srv.idx, Duration::from_secs(2), &stop);
+    let left = lab.teardown();
+    if !left.is_empty() {
+        bail!("cleanup failed: {}", left.join("; "));
+    }
+    let tcpdump_stats: Vec<String> = cap
+        .stderr
+        .all()
+        .into_iter()
+        .filter(|l| l.contains("packets"))
+        .collect();
+
+    let opts = AnalyzeOptions {
+        flow: FlowConfig::default(),
+        threaded: false,
+        frames: false,
+    };
+    // The engine, options and printers of `tapvault analyze` (its table output).
+    let mut sink = Records(Vec::new());
+    let health = engine::analyze_file(&pcap, &opts, &mut sink, &mut |_, _| {})
+        .with_context(|| format!("analysis of `{}` failed", pcap.display()))?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    crate::print_table(&mut out, &mut sink.0)?;
+    writeln!(out)?;
+    crate::print_summary(&mut out, &health)?;
+    writeln!(out)?;
+    let scenarios: Vec<serde_json::Value> = cli
+        .stdout
+        .all()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    hints(&mut out, &sink.0, &scenarios)?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "traffic {traffic_secs:.1} s, demo {:.1} s; tcpdump: {}",
+        t0.elapsed().as_secs_f64(),
+        tcpdump_stats.join(", ")
+    )?;
+    if out_dir.remove {
+        writeln!(
+            out,
+            "capture: {} (removed at exit: pass --keep or --out DIR to keep it)",
+            pcap.display()
+        )?;
+    } else {
+        writeln!(out, "capture: {}", pcap.display())?;
+        writeln!(
+            out,
+            "  open it in Wireshark, or: tapvault analyze {} --json",
+            pcap.display()
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Collects the flow records.
+struct Records(Vec<FlowRecord>);
+
+impl Sink for Records {
+    fn record(&mut self, rec: FlowRecord) {
+        self.0.push(rec);
+    }
+}
+
+fn endpoint(r: &FlowRecord) -> String {
+    let fmt = |ip: &str, port: u16| {
+        if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        }
+    };
+    format!(
+        "{} -> {}",
+        fmt(&r.client_ip, r.client_port),
+        fmt(&r.server_ip, r.server_port)
+    )
+}
+
+/// "What to look at": each scenario's flow and the expert events it is there to show.
+fn hints(
+    out: &mut dyn Write,
+    recs: &[FlowRecord],
+    scenarios: &[serde_json::Value],
+) -> io::Result<()> {
+    writeln!(out, "what to look at:")?;
+    let tcp = |port: u16| {
+        recs.iter()
+            .filter(move |r| r.proto == "tcp" && r.server_port == port)
+    };
+    if let Some(r) = tcp(BULK_PORT).max_by_key(|r| r.payload_bytes_s2c) {
+        let secs = scenarios
+            .iter()
+            .find(|s| s["scenario"] == "bulk")
+            .and_then(|s| s["ms"].as_u64())
+            .map_or_else(String::new, |ms| format!(" in {:.1} s", ms as f64 / 1e3));
+        writeln!(
+            out,
+            "  bulk download through the {} bottleneck ({} MiB{secs}), {}:",
+            netns::TBF[1],
+            traffic::BULK_BYTES >> 20,
+            endpoint(r)
+        )?;
+        writeln!(
+            out,
+            "    retransmissions {} (fast {}, spurious {}), previous segment not captured {}, \
+             dup ACKs {}, out of order {}  [flow {}]",
+            r.retransmissions,
+            r.fast_retransmissions,
+            r.spurious_retransmissions,
+            r.missing_segments,
+            r.dup_acks,
+            r.out_of_order,
+            r.flow_id
+        )?;
+    }
+    if let Some(r) = tcp(SLOW_PORT).next() {
+        writeln!(
+            out,
+            "  slow reader (SO_RCVBUF {} B, paced reads), {}:",
+            traffic::SLOW_RCVBUF,
+            endpoint(r)
+        )?;
+        writeln!(
+            out,
+            "    zero windows {}, zero-window probes {} (+ acks {}), window updates {}, window \
+             full {}, keep-alives {}  [flow {}]",
+            r.zero_window_events,
+            r.zero_window_probes,
+            r.zero_window_probe_acks,
+            r.window_updates,
+            r.window_full_events,
+            r.keepalive_count,
+            r.flow_id
+        )?;
+        if r.keepalive_count > 0 && r.zero_window_probes == 0 {
+            writeln!(
+                out,
+                "    (Linux probes a zero window with an empty segment one byte below the next \
+                 sequence number: Wireshark calls it a keep-alive, not a zero-window probe)"
+            )?;
+        }
+    }
+    for r in tcp(CLOSED_PORT) {
+        writeln!(
+            out,
+            "  connect to a closed port, {}: state {}, completeness {}, SYN {} RST {}  [flow {}]",
+            endpoint(r),
+            state(r.state),
+            r.connection_completeness,
+            r.syn_count,
+            r.rst_count,
+            r.flow_id
+        )?;
+    }
+    if let Some(r) = tcp(KEEPALIVE_PORT).next() {
+        writeln!(
+            out,
+            "  idle connection with 1 s keep-alives, {}: keep-alives {}, keep-alive ACKs {}  \
+             [flow {}]",
+            endpoint(r),
+            r.keepalive_count,
+            r.keepalive_ack_count,
+            r.flow_id
+        )?;
+    }
+    let rr: Vec<&FlowRecord> = tcp(RR_PORT).collect();
+    if !rr.is_empty() {
+        let v6 = rr.iter().filter(|r| r.ip_version == 6).count();
+        let irtt: Vec<f64> = rr.iter().filter_map(|r| r.handshake_time_us).collect();
+        let closed = rr.iter().filter(|r| r.state == FlowState::Closed).count();
+        writeln!(
+            out,
+            "  {} request/response connections ({} IPv6), {} closed with FIN both ways, \
+             handshake RTT {}",
+            rr.len(),
+            v6,
+            closed,
+            if irtt.is_empty() {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:.0}..{:.0} us",
+                    irtt.iter().copied().fold(f64::INFINITY, f64::min),
+                    irtt.iter().copied().fold(0.0, f64::max)
+                )
+            }
+        )?;
+    }
+    Ok(())
+}
+
+fn state(s: FlowState) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}

@@ -1,0 +1,194 @@
+//! Real Linux TCP against tshark: `tapvault demo` runs its scenarios (request/response over
+//! IPv4 and IPv6, a bulk download through a lossy bottleneck, a slow reader, a refused connect,
+//! an idle connection with keep-alives) between network namespaces and captures them with
+//! tcpdump; tshark 4.0.17 (through `gt.py`) and `tapvault analyze` then read the same capture
+//! and must agree on every compared field of every TCP stream.
+//!
+//! Privileged: it needs root (namespaces, veths, a qdisc, tcpdump) and tcpdump, ethtool,
+//! iproute2 and tshark installed. It skips, saying so, only when not root and `CI` is unset;
+//! in CI it always runs, and fails if it cannot.
+
+use std::{path::PathBuf, process::Command, time::Instant};
+
+use serde_json::Value;
+
+use crate::{
+    differential::{NO_TIMEOUTS, compare},
+    util::{analyze_json, shared_dir},
+};
+
+/// Server ports of the demo's scenarios (`src/lab/traffic.rs`).
+const RR_PORT: u64 = 5001;
+const BULK_PORT: u64 = 5002;
+const SLOW_PORT: u64 = 5003;
+const KEEPALIVE_PORT: u64 = 5004;
+const CLOSED_PORT: u64 = 5009;
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A scratch directory, removed when the test passes and kept (and named) when it fails.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("netns test: kept {} for inspection", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The TCP records whose server port is `port`.
+fn by_port(records: &[Value], port: u64) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|r| r["proto"] == "tcp" && r["server_port"].as_u64() == Some(port))
+        .collect()
+}
+
+fn n(r: &Value, k: &str) -> u64 {
+    r[k].as_u64()
+        .unwrap_or_else(|| panic!("field {k} missing in {r}"))
+}
+
+#[test]
+fn demo_capture_matches_tshark() {
+    if !is_root() && std::env::var_os("CI").is_none() {
+        eprintln!(
+            "SKIPPED: the netns test needs root (network namespaces, veths, tcpdump) and CI is \
+             unset; run it as root: cargo test --test integration netns"
+        );
+        return;
+    }
+    let Some(shared) = shared_dir() else { return };
+    let gt = shared.join("testdata/gt.py");
+    assert!(gt.is_file(), "{} is missing", gt.display());
+    let t0 = Instant::now();
+    let dir = std::env::temp_dir().join(format!(
+        "tapvault-netns-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let scratch = Scratch(dir.clone());
+
+    // 1. Real kernel TCP, captured.
+    let out = Command::new(env!("CARGO_BIN_EXE_tapvault"))
+        .args(["demo", "--seconds", "4", "--keep", "--out"])
+        .arg(&dir)
+        .output()
+        .expect("run tapvault demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "tapvault demo failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let pcap = dir.join("demo.pcap");
+    assert!(
+        pcap.is_file(),
+        "no capture at {}:\n{stdout}",
+        pcap.display()
+    );
+    let t_demo = t0.elapsed();
+
+    // 2. tshark's view of it.
+    let st = Command::new("python3")
+        .arg(&gt)
+        .arg("--outdir")
+        .arg(&dir)
+        .arg(&pcap)
+        .status()
+        .expect("run python3 gt.py (is python3 installed?)");
+    assert!(
+        st.success(),
+        "gt.py failed on {} (is tshark installed?)",
+        pcap.display()
+    );
+    let expected_path = dir.join("demo.pcap.expected.json");
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(&expected_path).expect("read the expected file"))
+            .expect("expected JSON");
+    let t_tshark = t0.elapsed() - t_demo;
+
+    // 3. Ours, with tshark's (absent) timeouts, and the comparison.
+    let records = analyze_json(&pcap, NO_TIMEOUTS);
+    let diffs = compare("demo.pcap", &expected, &records);
+    let streams = expected["streams"].as_array().map_or(0, Vec::len);
+    eprintln!(
+        "netns: demo {:.1} s, gt.py {:.1} s; {streams} streams, {} tcp records, {} differences",
+        t_demo.as_secs_f64(),
+        t_tshark.as_secs_f64(),
+        records.iter().filter(|r| r["proto"] == "tcp").count(),
+        diffs.len()
+    );
+    assert!(
+        diffs.is_empty(),
+        "tapvault differs from tshark on real Linux TCP ({}):\n{}\ndemo output:\n{stdout}",
+        pcap.display(),
+        diffs
+            .iter()
+            .map(|(c, s, f, e, a)| format!("  {c} stream {s} {f}: tshark {e}, tapvault {a}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // 4. The scenarios did what they are for.
+    let rr = by_port(&records, RR_PORT);
+    assert_eq!(rr.len(), 6, "request/response connections");
+    assert!(
+        rr.iter().any(|r| n(r, "ip_version") == 6),
+        "an IPv6 connection"
+    );
+    for r in &rr {
+        assert_eq!(r["state"], "closed", "request/response closes cleanly: {r}");
+        assert_eq!(n(r, "connection_completeness"), 31, "{r}");
+    }
+    let bulk = by_port(&records, BULK_PORT);
+    assert_eq!(bulk.len(), 1);
+    assert!(
+        n(bulk[0], "retransmissions") > 0 && n(bulk[0], "dup_acks") > 0,
+        "the bottleneck loses segments of the bulk download: {}",
+        bulk[0]
+    );
+    let slow = by_port(&records, SLOW_PORT);
+    assert_eq!(slow.len(), 1);
+    assert!(
+        n(slow[0], "zero_window_events") > 0 && n(slow[0], "window_updates") > 0,
+        "the slow reader advertises zero windows, then opens: {}",
+        slow[0]
+    );
+    let refused = by_port(&records, CLOSED_PORT);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["state"], "refused", "{}", refused[0]);
+    let s = expected["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .find(|s| s["server_port"].as_u64() == Some(CLOSED_PORT))
+        .expect("tshark sees the refused connect");
+    // SYN, then RST+ACK: tshark's completeness counts the RST's ACK bit too (1 + 4 + 32).
+    assert_eq!(s["completeness"], 37, "{s}");
+    let ka = by_port(&records, KEEPALIVE_PORT);
+    assert_eq!(ka.len(), 1);
+    assert!(
+        n(ka[0], "keepalive_count") >= 2 && n(ka[0], "keepalive_ack_count") >= 1,
+        "1 s keep-alives on the idle connection: {}",
+        ka[0]
+    );
+    eprintln!("netns: total {:.1} s", t0.elapsed().as_secs_f64());
+    drop(scratch);
+}
