@@ -134,7 +134,7 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
     let mut lab = Lab::new(pid);
     eprintln!(
         "lab: namespaces {} — {} — {} (client — router — server), capture on {}",
-        lab.ns_client, "router", lab.ns_server, lab.veth_client
+        lab.ns_client, lab.ns_router, lab.ns_server, lab.veth_client
     );
     lab.setup()?;
     let (ns_client, ns_server) = (lab.ns_client.clone(), lab.ns_server.clone());

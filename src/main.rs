@@ -152,7 +152,10 @@ fn health_json(h: &Health) -> serde_json::Value {
         "malformed_total": h.malformed_total(),
         "malformed": malformed,
         "unsupported_linktype": h.unsupported_linktype,
-        "ip_fragments": h.fragments,
+        "ip_fragments": h.defrag.fragments,
+        "ip_datagrams_reassembled": h.defrag.reassembled,
+        "ip_datagrams_dropped": h.defrag.dropped_datagrams,
+        "ip_fragments_bad": h.defrag.bad_fragments,
         "truncated_tail": h.truncated_tail,
         "skipped_records": h.skipped_records,
         "shards": h.shards,
@@ -185,12 +188,14 @@ fn print_summary(out: &mut dyn Write, h: &Health) -> io::Result<()> {
     writeln!(out, "capture health:")?;
     writeln!(
         out,
-        "  frames {}  bytes {}  ip {}  non-ip {}  fragments {}  malformed {}{}",
+        "  frames {}  bytes {}  ip {}  non-ip {}  fragments {} (reassembled {}, dropped {})  malformed {}{}",
         h.frames,
         h.bytes,
         h.ip_packets,
         h.not_ip,
-        h.fragments,
+        h.defrag.fragments,
+        h.defrag.reassembled,
+        h.defrag.dropped_datagrams + h.defrag.bad_fragments,
         h.malformed_total(),
         if h.truncated_tail {
             "  (file cut short in the middle of a packet)"

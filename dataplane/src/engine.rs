@@ -12,7 +12,8 @@ use tapvault_config::FlowConfig;
 use tapvault_storage::{DnsRecord, FlowRecord};
 
 use crate::{
-    decode::{self, Decoded, Malformed, Transport},
+    decode::{self, Decoded, LinkType, Malformed, Transport},
+    defrag::{Defrag, DefragStats},
     flow::{
         desc::PacketDesc,
         key::FlowKey,
@@ -69,8 +70,8 @@ pub struct Health {
     pub malformed: [u64; Malformed::ALL.len()],
     /// Frames of a link type the decoder does not know.
     pub unsupported_linktype: u64,
-    /// IP fragments without a transport header.
-    pub fragments: u64,
+    /// IP reassembly: fragments seen, datagrams completed and dropped.
+    pub defrag: DefragStats,
     /// The file ended in the middle of a record.
     pub truncated_tail: bool,
     /// Container records the reader skipped as unusable.
@@ -340,16 +341,35 @@ fn read_all<S: Sink>(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), Error> {
     let mut frame_no = 0u64;
+    let mut defrag = Defrag::default();
     while let Some(frame) = cap.next_frame()? {
         frame_no += 1;
         health.frames += 1;
         health.bytes += u64::from(frame.orig_len);
         match decode::decode(frame.linktype, frame.data) {
+            Decoded::Ip(p) if matches!(p.transport, Transport::Fragment) => {
+                health.ip_packets += 1;
+                // Like Wireshark, analyse a fragmented datagram once, in the frame that
+                // completes it.
+                if let Some(dgram) = defrag.push(frame.ts_ns, &p) {
+                    match decode::decode(LinkType::RAW, dgram) {
+                        Decoded::Ip(mut whole) => {
+                            whole.vlan = p.vlan;
+                            whole.encap |= p.encap;
+                            dispatch.send(PacketDesc::from_packet(
+                                frame_no,
+                                frame.ts_ns,
+                                frame.orig_len,
+                                &whole,
+                            ));
+                        }
+                        Decoded::Malformed(m) => health.malformed[m.index()] += 1,
+                        Decoded::NotIp(_) | Decoded::UnsupportedLinkType(_) => {}
+                    }
+                }
+            }
             Decoded::Ip(p) => {
                 health.ip_packets += 1;
-                if matches!(p.transport, Transport::Fragment) {
-                    health.fragments += 1;
-                }
                 dispatch.send(PacketDesc::from_packet(
                     frame_no,
                     frame.ts_ns,
@@ -366,6 +386,7 @@ fn read_all<S: Sink>(
             progress(done, total);
         }
     }
+    health.defrag = defrag.stats();
     health.truncated_tail = cap.truncated_tail();
     health.skipped_records = cap.skipped_records();
     let (done, total) = cap.progress();

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod decode;
+pub mod defrag;
 pub mod engine;
 pub mod flow;
 pub mod source;

@@ -54,7 +54,8 @@ struct Proc {
 pub(crate) struct Lab {
     /// Client namespace.
     pub(crate) ns_client: String,
-    ns_router: String,
+    /// Router namespace.
+    pub(crate) ns_router: String,
     /// Server namespace.
     pub(crate) ns_server: String,
     /// The client's veth, where the capture runs.

@@ -16,24 +16,19 @@ pub(super) fn dispatch<'a>(
     l4: &'a [u8],
     l4_len: usize,
 ) -> Res<Next<'a>> {
-    let first = ip.frag.offset == 0;
-    // Tunnels are followed even in a first fragment: the inner packet has its own lengths.
+    // A fragment stops here, tunnel or not: the engine reassembles the datagram (as Wireshark
+    // does) and decodes it whole in the frame that completes it.
+    let whole = !ip.frag.is_fragment;
     match ip.proto {
-        4 if first => {
+        4 if whole => {
             ctx.enter(encap::IPIP)?;
             return Ok(Next::Ipv4(l4));
         }
-        41 if first => {
+        41 if whole => {
             ctx.enter(encap::IPIP)?;
             return Ok(Next::Ipv6(l4));
         }
-        47 if first => return tunnel::gre(ctx, l4),
-        17 if first && ip.frag.is_fragment => {
-            if let Some(inner) = vxlan_in_udp(l4) {
-                ctx.enter(encap::VXLAN)?;
-                return Ok(Next::Ether(inner));
-            }
-        }
+        47 if whole => return tunnel::gre(ctx, l4),
         _ => {}
     }
     let (vlan, encap_bits) = (ctx.vlan, ctx.encap);
