@@ -193,7 +193,7 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         .wait_for("ready", Duration::from_secs(10), &stop)
         .with_context(|| format!("traffic server: {}", srv.stderr.all().join(" / ")))?;
 
-    eprintln!("traffic: running the scenarios (about {} s)", a.seconds + 1);
+    eprintln!("traffic: running the scenarios (about {} s)", a.seconds + 3);
     let t_traffic = Instant::now();
     let seconds = a.seconds.to_string();
     let cli = lab.spawn(

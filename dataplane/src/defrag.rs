@@ -177,3 +177,87 @@ impl Defrag {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Decoded, Fragment, LinkType, Transport, decode};
+
+    fn frag<'a>(id: u32, offset: u32, more: bool, data: &'a [u8]) -> Packet<'a> {
+        let mut src = [0u8; 16];
+        src[10] = 0xff;
+        src[11] = 0xff;
+        src[12..].copy_from_slice(&[10, 0, 0, 1]);
+        let mut dst = src;
+        dst[15] = 2;
+        Packet {
+            vlan: [None; 2],
+            encap: 0,
+            ip: IpHeader {
+                version: 4,
+                src,
+                dst,
+                proto: 17,
+                ttl: 64,
+                frag: Fragment {
+                    is_fragment: true,
+                    offset,
+                    more,
+                    id,
+                },
+            },
+            transport: Transport::Fragment,
+            payload: data,
+        }
+    }
+
+    fn udp(len: usize) -> Vec<u8> {
+        let mut u = vec![0x30, 0x39, 0x00, 0x35];
+        u.extend_from_slice(&((8 + len) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend((0..len).map(|i| i as u8));
+        u
+    }
+
+    #[test]
+    fn out_of_order_fragments_reassemble_to_the_whole_datagram() {
+        let dgram = udp(3000);
+        let mut d = Defrag::default();
+        assert!(d.push(0, &frag(7, 1480, true, &dgram[1480..2960])).is_none());
+        assert!(d.push(1, &frag(7, 2960, false, &dgram[2960..])).is_none());
+        let whole = d.push(2, &frag(7, 0, true, &dgram[..1480])).expect("complete");
+        match decode(LinkType::RAW, whole) {
+            Decoded::Ip(p) => match p.transport {
+                Transport::Udp(u) => {
+                    assert_eq!((u.src_port, u.dst_port, u.payload_len), (12345, 53, 3000));
+                }
+                other => panic!("not UDP: {other:?}"),
+            },
+            other => panic!("not IP: {other:?}"),
+        }
+        assert_eq!(d.stats().reassembled, 1);
+        assert_eq!(d.stats().fragments, 3);
+    }
+
+    #[test]
+    fn incomplete_datagrams_expire_and_the_table_is_bounded() {
+        let mut d = Defrag::default();
+        let data = [0u8; 8];
+        for id in 0..(MAX_DATAGRAMS as u32 + 10) {
+            assert!(d.push(0, &frag(id, 0, true, &data)).is_none());
+        }
+        assert_eq!(d.stats().dropped_datagrams, 10);
+        assert!(d.push(TIMEOUT_NS + 1, &frag(99_999, 8, true, &data)).is_none());
+        assert_eq!(d.stats().dropped_datagrams, 10 + MAX_DATAGRAMS as u64);
+    }
+
+    #[test]
+    fn bogus_fragments_are_rejected() {
+        let mut d = Defrag::default();
+        let data = [0u8; 64];
+        assert!(d.push(0, &frag(1, 65_528, true, &data)).is_none());
+        assert!(d.push(0, &frag(2, 64, false, &data)).is_none());
+        assert!(d.push(0, &frag(2, 256, true, &data)).is_none());
+        assert_eq!(d.stats().bad_fragments, 2);
+    }
+}
