@@ -21,7 +21,11 @@ use tapvault_storage::{DnsRecord, FlowRecord};
 mod lab;
 
 #[derive(Parser)]
-#[command(name = "tapvault", version, about = "Packet capture with Wireshark-grade TCP expert metrics")]
+#[command(
+    name = "tapvault",
+    version,
+    about = "Packet capture with Wireshark-grade TCP expert metrics"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -210,7 +214,11 @@ fn print_summary(out: &mut dyn Write, h: &Health) -> io::Result<()> {
         }
     }
     if h.unsupported_linktype > 0 {
-        writeln!(out, "  unsupported link type frames {}", h.unsupported_linktype)?;
+        writeln!(
+            out,
+            "  unsupported link type frames {}",
+            h.unsupported_linktype
+        )?;
     }
     let f = &h.flows;
     writeln!(
@@ -226,7 +234,11 @@ fn print_summary(out: &mut dyn Write, h: &Health) -> io::Result<()> {
         f.icmp_errors_unmatched
     )?;
     if let Some(rss) = peak_rss_bytes() {
-        writeln!(out, "  peak memory {:.1} MiB", rss as f64 / (1024.0 * 1024.0))?;
+        writeln!(
+            out,
+            "  peak memory {:.1} MiB",
+            rss as f64 / (1024.0 * 1024.0)
+        )?;
     }
     for w in &h.rtt_windows {
         writeln!(
@@ -243,13 +255,24 @@ fn print_summary(out: &mut dyn Write, h: &Health) -> io::Result<()> {
 }
 
 fn print_table(out: &mut dyn Write, recs: &mut [FlowRecord]) -> io::Result<()> {
-    recs.sort_by(|a, b| {
-        (a.first_seen_ns, &a.flow_id).cmp(&(b.first_seen_ns, &b.flow_id))
-    });
+    recs.sort_by(|a, b| (a.first_seen_ns, &a.flow_id).cmp(&(b.first_seen_ns, &b.flow_id)));
     writeln!(
         out,
         "{:<16} {:<5} {:>41} {:>41} {:<20} {:>3} {:>8} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5} {:>9}",
-        "flow_id", "proto", "client", "server", "state", "cmp", "pkts", "bytes", "retx", "dup", "ooo", "lost", "zwin", "irtt_ms"
+        "flow_id",
+        "proto",
+        "client",
+        "server",
+        "state",
+        "cmp",
+        "pkts",
+        "bytes",
+        "retx",
+        "dup",
+        "ooo",
+        "lost",
+        "zwin",
+        "irtt_ms"
     )?;
     for r in recs.iter() {
         let irtt = r
@@ -302,7 +325,9 @@ fn analyze(a: AnalyzeArgs) -> Result<()> {
         None => None,
     };
     let mut sink = CliSink {
-        json: a.json.then(|| BufWriter::with_capacity(1 << 16, io::stdout())),
+        json: a
+            .json
+            .then(|| BufWriter::with_capacity(1 << 16, io::stdout())),
         keep_table: !a.no_records,
         table: Vec::new(),
         dns,
@@ -338,10 +363,10 @@ fn analyze(a: AnalyzeArgs) -> Result<()> {
         let r = out.flush();
         sink.keep(r);
     }
-    if let Some(e) = sink.err.take() {
-        if e.kind() != io::ErrorKind::BrokenPipe {
-            return Err(e).context("failed to write output");
-        }
+    if let Some(e) = sink.err.take()
+        && e.kind() != io::ErrorKind::BrokenPipe
+    {
+        return Err(e).context("failed to write output");
     }
     if let Some(p) = &a.summary_json {
         std::fs::write(p, serde_json::to_vec_pretty(&health_json(&health))?)

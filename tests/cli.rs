@@ -15,7 +15,11 @@ fn tmp() -> std::path::PathBuf {
 }
 
 fn analyze_err(path: &std::path::Path) -> String {
-    let (ok, _, err) = run(&[OsStr::new("analyze"), path.as_os_str(), OsStr::new("--json")]);
+    let (ok, _, err) = run(&[
+        OsStr::new("analyze"),
+        path.as_os_str(),
+        OsStr::new("--json"),
+    ]);
     assert!(!ok, "analyze of {} should fail", path.display());
     assert!(!err.contains("panicked"), "{err}");
     err
@@ -26,7 +30,11 @@ fn bad_files_get_clear_errors() {
     let d = tmp();
     let empty = d.join("empty.pcap");
     std::fs::write(&empty, b"").unwrap();
-    assert!(analyze_err(&empty).contains("is empty"), "{}", analyze_err(&empty));
+    assert!(
+        analyze_err(&empty).contains("is empty"),
+        "{}",
+        analyze_err(&empty)
+    );
 
     let garbage = d.join("garbage.pcap");
     std::fs::write(&garbage, b"this is not a capture file at all, just text\n").unwrap();
@@ -45,7 +53,10 @@ fn bad_files_get_clear_errors() {
     let ut = d.join("user0.pcap");
     std::fs::write(&ut, &user0).unwrap();
     let e = analyze_err(&ut);
-    assert!(e.contains("unsupported link type") && e.contains("147"), "{e}");
+    assert!(
+        e.contains("unsupported link type") && e.contains("147"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&d).ok();
 }
 
@@ -99,7 +110,16 @@ fn syn_flood_stays_within_the_flow_table_bound() {
             let src = (0x6400_0000u32 + i).to_be_bytes();
             (
                 1_700_000_000_000_000_000 + i64::from(i) * 1_000,
-                tcp4_frame(src, 1024 + (i % 5000) as u16, [10, 9, 9, 9], 443, i, 0, 0x02, b""),
+                tcp4_frame(
+                    src,
+                    1024 + (i % 5000) as u16,
+                    [10, 9, 9, 9],
+                    443,
+                    i,
+                    0,
+                    0x02,
+                    b"",
+                ),
             )
         }),
     );

@@ -63,7 +63,8 @@ fn show(v: &Value) -> String {
 }
 
 fn u(v: &Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or_else(|| panic!("field {k} missing in {v}"))
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("field {k} missing in {v}"))
 }
 
 /// Seconds (tshark) and microseconds (tapvault) agree to the nanosecond.
@@ -154,7 +155,11 @@ pub(crate) fn compare(name: &str, expected: &Value, records: &[Value]) -> Vec<Di
         }
         let ack = &s["ack_rtt"];
         if ack["count"] != r["rtt_samples"] {
-            d("ack_rtt_count", show(&ack["count"]), show(&r["rtt_samples"]));
+            d(
+                "ack_rtt_count",
+                show(&ack["count"]),
+                show(&r["rtt_samples"]),
+            );
         }
         for (e, a) in [
             ("min_s", "rtt_min_us"),

@@ -78,6 +78,10 @@ pub(crate) fn write_pcap(path: &Path, frames: impl IntoIterator<Item = (i64, Vec
 }
 
 /// An Ethernet/IPv4/TCP frame (no options, checksums zero).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a TCP segment has this many fields"
+)]
 pub(crate) fn tcp4_frame(
     src: [u8; 4],
     sport: u16,
@@ -90,7 +94,20 @@ pub(crate) fn tcp4_frame(
 ) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
     let total = 20 + 20 + payload.len();
-    f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ]);
     f.extend_from_slice(&src);
     f.extend_from_slice(&dst);
     f.extend_from_slice(&sport.to_be_bytes());

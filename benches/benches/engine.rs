@@ -10,7 +10,7 @@
 //! Sample result (SAMPLE_PLACEHOLDER)
 //!
 //! The packet set comes from `tapvault_benches::generate` (seeded, so identical every run):
-//! 2,000 TCP connections (8 % bulk) with handshake, data both ways, delayed ACKs, ~1 % loss
+//! 2,000 TCP connections (5 % bulk) with handshake, data both ways, delayed ACKs, ~1 % loss
 //! shown as dup ACKs with SACK and fast retransmissions, FIN or RST; 1,500 DNS pairs over UDP;
 //! 15 % IPv6, 5 % VLAN-tagged (some QinQ); full-size frames in one buffer in capture order.
 //!
@@ -65,9 +65,12 @@ fn packet_set() -> PacketSet {
         }
     }
     eprintln!(
-        "synthetic set: {} frames, {:.1} MB, tcp {tcp}, udp {udp}, ipv6 {v6}, vlan {vlan}",
+        "synthetic set: {} frames, {:.1} MB, tcp {tcp}, udp {udp}, ipv6 {v6}, vlan {vlan}; \
+         sizes: Decoded {} B, PacketDesc {} B",
         set.len(),
-        set.bytes() as f64 / 1e6
+        set.bytes() as f64 / 1e6,
+        std::mem::size_of::<Decoded<'_>>(),
+        std::mem::size_of::<PacketDesc>(),
     );
     set
 }

@@ -72,7 +72,7 @@ impl Default for SynthConfig {
         SynthConfig {
             seed: 0x7a9_5eed,
             connections: 2_000,
-            bulk_share: 0.08,
+            bulk_share: 0.05,
             ipv6_share: 0.15,
             vlan_share: 0.05,
             loss: 0.01,
@@ -562,7 +562,7 @@ pub fn generate(cfg: &SynthConfig) -> PacketSet {
             let req = rng.range(80, 900) as u32;
             c.transfer(&mut rng, 0, req, cfg.loss);
             let resp = if bulk {
-                rng.range(150_000, 900_000)
+                rng.range(100_000, 600_000)
             } else {
                 rng.range(300, 24_000)
             } as u32;

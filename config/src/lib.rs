@@ -63,7 +63,7 @@ impl Default for FlowConfig {
 }
 
 fn secs(key: &'static str, v: f64) -> Result<()> {
-    if v.is_finite() && v >= 0.0 && v <= 365.0 * 86_400.0 {
+    if v.is_finite() && (0.0..=365.0 * 86_400.0).contains(&v) {
         Ok(())
     } else {
         Err(Error {

@@ -223,9 +223,14 @@ mod tests {
     fn out_of_order_fragments_reassemble_to_the_whole_datagram() {
         let dgram = udp(3000);
         let mut d = Defrag::default();
-        assert!(d.push(0, &frag(7, 1480, true, &dgram[1480..2960])).is_none());
+        assert!(
+            d.push(0, &frag(7, 1480, true, &dgram[1480..2960]))
+                .is_none()
+        );
         assert!(d.push(1, &frag(7, 2960, false, &dgram[2960..])).is_none());
-        let whole = d.push(2, &frag(7, 0, true, &dgram[..1480])).expect("complete");
+        let whole = d
+            .push(2, &frag(7, 0, true, &dgram[..1480]))
+            .expect("complete");
         match decode(LinkType::RAW, whole) {
             Decoded::Ip(p) => match p.transport {
                 Transport::Udp(u) => {
@@ -247,7 +252,10 @@ mod tests {
             assert!(d.push(0, &frag(id, 0, true, &data)).is_none());
         }
         assert_eq!(d.stats().dropped_datagrams, 10);
-        assert!(d.push(TIMEOUT_NS + 1, &frag(99_999, 8, true, &data)).is_none());
+        assert!(
+            d.push(TIMEOUT_NS + 1, &frag(99_999, 8, true, &data))
+                .is_none()
+        );
         assert_eq!(d.stats().dropped_datagrams, 10 + MAX_DATAGRAMS as u64);
     }
 

@@ -93,7 +93,7 @@ impl Health {
 
 /// What a shard thread sends to the output thread.
 enum Out {
-    Record(FlowRecord),
+    Record(Box<FlowRecord>),
     Dns(DnsRecord),
     Frame(u64, u64, u32),
 }
@@ -121,7 +121,7 @@ impl ChanSink {
 
 impl Sink for ChanSink {
     fn record(&mut self, rec: FlowRecord) {
-        self.push(Out::Record(rec));
+        self.push(Out::Record(Box::new(rec)));
     }
     fn dns(&mut self, rec: DnsRecord) {
         self.push(Out::Dns(rec));
@@ -137,7 +137,7 @@ impl Sink for ChanSink {
 /// Where decoded descriptors go: inline into one table, or to shard threads.
 enum Dispatch<'s, S: Sink> {
     Inline {
-        table: FlowTable,
+        table: Box<FlowTable>,
         sink: &'s mut S,
     },
     Threads {
@@ -241,7 +241,7 @@ pub fn analyze_file<S: Sink + Send>(
 
     if shards == 1 && !opts.threaded {
         let mut dispatch = Dispatch::Inline {
-            table: FlowTable::new(&opts.flow, per_shard),
+            table: Box::new(FlowTable::new(&opts.flow, per_shard)),
             sink,
         };
         read_all(&mut cap, &mut dispatch, &mut health, progress)?;
@@ -262,7 +262,7 @@ pub fn analyze_file<S: Sink + Send>(
                 for batch in out_rx {
                     for o in batch {
                         match o {
-                            Out::Record(r) => sink.record(r),
+                            Out::Record(r) => sink.record(*r),
                             Out::Dns(r) => sink.dns(r),
                             Out::Frame(n, id, f) => sink.frame(n, id, f),
                         }

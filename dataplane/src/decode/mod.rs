@@ -354,10 +354,10 @@ pub fn linktype_name(linktype: LinkType) -> String {
 ///   TCP segment length. An IPv4 total length of 0 or an IPv6 payload length of 0 (TSO/GSO
 ///   captures, jumbograms) means "use the captured length".
 /// * Any IP fragment (IPv4 MF or non-zero offset, IPv6 fragment header other than an atomic
-///   fragment) yields [`Transport::Fragment`]: its transport header, even when present in a
-///   first fragment, cannot be given a true segment length. The exception is a *first* fragment
-///   of a tunnel packet (IP-in-IP, GRE, VXLAN): the inner packet carries its own length fields,
-///   so it is decoded and its captured payload is whatever this fragment holds.
+///   fragment) yields [`Transport::Fragment`] with the fragment's data as payload, tunnel or
+///   not: its transport header, even when present in a first fragment, cannot be given a true
+///   segment length. The engine reassembles the datagram (as Wireshark does) and decodes it
+///   whole, as [`LinkType::RAW`], in the frame that completes it.
 /// * At most [`MAX_ENCAP_LAYERS`] encapsulation headers (each VLAN tag, MPLS label stack,
 ///   PPPoE, GRE, ERSPAN, VXLAN, 802.11 and IP-in-IP header counts as one) and at most
 ///   [`MAX_IPV6_EXT_HEADERS`] IPv6 extension headers are followed.

@@ -1094,10 +1094,25 @@ fn ipv4_fragments() {
     ));
     assert!(!p.ip.frag.is_fragment);
     assert!(matches!(p.transport, Transport::Tcp(_)));
-    // A first fragment of a GRE packet is decapsulated; a later one is not.
-    let f = ipv4_full(47, &gre(0, 0x0800, &[], &tcp4()), 0x2000, &[], SRC4);
-    assert_tcp4(&pkt(dl(LinkType::RAW, &f)));
-    let f = ipv4_full(47, &gre(0, 0x0800, &[], &tcp4()), 0x0010, &[], SRC4);
+    // Tunnels in fragments are not followed (the engine reassembles them first), not even in
+    // a first fragment; the fragment's data is the payload.
+    for proto in [4, 41, 47] {
+        let f = ipv4_full(proto, &gre(0, 0x0800, &[], &tcp4()), 0x2000, &[], SRC4);
+        let p = pkt(dl(LinkType::RAW, &f));
+        assert_eq!(
+            (p.transport, p.ip.proto, p.encap),
+            (Transport::Fragment, proto, 0)
+        );
+        assert_eq!(p.payload, &f[20..]);
+    }
+    let vx = [0x08, 0, 0, 0, 0, 0x12, 0x34, 0];
+    let f = ipv4_full(
+        17,
+        &udp(1, 4789, &cat(&[&vx, &eth(0x0800, &tcp4())])),
+        0x2000,
+        &[],
+        SRC4,
+    );
     assert_eq!(pkt(dl(LinkType::RAW, &f)).transport, Transport::Fragment);
 }
 
@@ -1550,12 +1565,14 @@ fn malformed_names_are_unique() {
 // ---------------------------------------------------------------------------------------------
 // Real captures (skipped when the shared test data is absent).
 
-/// Frames of a classic pcap file: (link type, captured bytes).
-fn read_pcap(data: &[u8]) -> (LinkType, Vec<&[u8]>) {
+/// Frames of a classic pcap file: link type and (timestamp in ns, captured bytes).
+fn read_pcap(data: &[u8]) -> (LinkType, Vec<(i64, &[u8])>) {
     let magic = u32::from_le_bytes(data[0..4].try_into().unwrap());
-    let le = match magic {
-        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
-        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
+    let (le, nanos) = match magic {
+        0xa1b2_c3d4 => (true, false),
+        0xa1b2_3c4d => (true, true),
+        0xd4c3_b2a1 => (false, false),
+        0x4d3c_b2a1 => (false, true),
         _ => panic!("not a classic pcap file"),
     };
     let u32_at = |at: usize| {
@@ -1570,10 +1587,12 @@ fn read_pcap(data: &[u8]) -> (LinkType, Vec<&[u8]>) {
     let mut frames = Vec::new();
     let mut off = 24;
     while off + 16 <= data.len() {
+        let sub = i64::from(u32_at(off + 4));
+        let ts = i64::from(u32_at(off)) * 1_000_000_000 + if nanos { sub } else { sub * 1000 };
         let caplen = u32_at(off + 8) as usize;
         let start = off + 16;
         let end = (start + caplen).min(data.len());
-        frames.push(&data[start..end]);
+        frames.push((ts, &data[start..end]));
         off = start + caplen;
     }
     (lt, frames)
@@ -1600,11 +1619,17 @@ fn shared_captures_tcp_frame_counts() {
         return;
     }
     let cases = [
-        ("gre-aruba.pcap", encap::GRE | encap::WLAN),
+        ("gre-aruba.pcap", encap::VLAN | encap::GRE | encap::WLAN),
         ("erspan.pcap", encap::GRE),
-        ("vxlan-overlapping-http-get.pcap", 0),
+        ("vxlan-overlapping-http-get.pcap", encap::VXLAN),
         ("llc.pcap", 0),
         ("nflog-http.pcap", 0),
+        ("ipv6.pcap", 0),
+        ("pubsub.pcap", 0),
+        ("resp_3_malicious.pcap", 0),
+        ("openjdk-25.0.2-zeek.org.pcap", 0),
+        ("timeout-with-pings.pcap", 0),
+        ("smtp.pcap", 0),
     ];
     for (name, must_encap) in cases {
         let path = dir.join(name);
@@ -1615,17 +1640,42 @@ fn shared_captures_tcp_frame_counts() {
         let json = std::fs::read_to_string(dir.join(format!("{name}.expected.json"))).unwrap();
         let (lt, frames) = read_pcap(&data);
         assert!(supports_linktype(lt), "{name}: {}", linktype_name(lt));
-        let mut tcp = 0;
+        // tshark counts a fragmented datagram in the frame that completes it: reassemble
+        // fragments with the engine's reassembly table, as the engine does.
+        let mut defrag = crate::defrag::Defrag::default();
+        let (mut tcp, mut reassembled_tcp, mut malformed) = (0, 0, 0);
         let mut encap_seen = 0;
-        for f in &frames {
-            if let Decoded::Ip(p) = decode(lt, f)
-                && matches!(p.transport, Transport::Tcp(_))
-            {
-                tcp += 1;
-                encap_seen |= p.encap;
+        for &(ts, f) in &frames {
+            match decode(lt, f) {
+                Decoded::Ip(p) if p.transport == Transport::Fragment => {
+                    encap_seen |= p.encap;
+                    if let Some(dgram) = defrag.push(ts, &p)
+                        && let Decoded::Ip(whole) = decode(LinkType::RAW, dgram)
+                        && matches!(whole.transport, Transport::Tcp(_))
+                    {
+                        reassembled_tcp += 1;
+                        encap_seen |= whole.encap;
+                    }
+                }
+                Decoded::Ip(p) => {
+                    encap_seen |= p.encap;
+                    if matches!(p.transport, Transport::Tcp(_)) {
+                        tcp += 1;
+                    }
+                }
+                Decoded::Malformed(_) => malformed += 1,
+                Decoded::NotIp(_) | Decoded::UnsupportedLinkType(_) => {}
             }
         }
-        assert_eq!(tcp, expected_tcp_frames(&json), "{name}");
+        assert_eq!(
+            tcp + reassembled_tcp,
+            expected_tcp_frames(&json),
+            "{name}: {tcp} + {reassembled_tcp} reassembled"
+        );
+        assert_eq!(malformed, 0, "{name}");
         assert_eq!(encap_seen & must_encap, must_encap, "{name}");
+        if name == "erspan.pcap" {
+            assert_eq!(reassembled_tcp, 16, "{name}");
+        }
     }
 }

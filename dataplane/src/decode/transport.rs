@@ -71,18 +71,6 @@ pub(super) fn dispatch<'a>(
     }
 }
 
-/// The VXLAN payload of a UDP datagram (header only checked, for first fragments).
-#[inline]
-fn vxlan_in_udp(l4: &[u8]) -> Option<&[u8]> {
-    let h: &[u8; 8] = l4.first_chunk()?;
-    let dport = u16::from_be_bytes([h[2], h[3]]);
-    if tunnel::VXLAN_PORTS.contains(&dport) {
-        tunnel::vxlan(tail(l4, 8))
-    } else {
-        None
-    }
-}
-
 /// A TCP header. The segment length comes from `l4_len` (the IP length fields).
 #[inline]
 fn tcp(l4: &[u8], l4_len: usize) -> Result<(TcpHeader, &[u8]), Malformed> {

@@ -30,8 +30,7 @@ pub(crate) fn parse(buf: &[u8], tcp: bool) -> Option<DnsMsg> {
     if qdcount > 0 {
         let mut i = 12;
         let mut labels = 0;
-        loop {
-            let Some(&len) = buf.get(i) else { break };
+        while let Some(&len) = buf.get(i) {
             if len == 0 {
                 i += 1;
                 if let Some(t) = buf.get(i..i + 2) {

@@ -98,14 +98,7 @@ impl FlowKey {
             Transport::Icmp(i) => (i.echo_id, i.echo_id),
             Transport::Fragment | Transport::Other => (0, 0),
         };
-        FlowKey::new(
-            p.ip.version,
-            p.ip.proto,
-            p.ip.src,
-            sport,
-            p.ip.dst,
-            dport,
-        )
+        FlowKey::new(p.ip.version, p.ip.proto, p.ip.src, sport, p.ip.dst, dport)
     }
 
     /// The symmetric 64-bit hash: the same for both directions (the key is normalised), stable
@@ -125,9 +118,8 @@ impl FlowKey {
                 b[i + 7],
             ])
         };
-        let mut h = (u64::from(self.proto) << 32)
-            | (u64::from(self.port_a) << 16)
-            | u64::from(self.port_b);
+        let mut h =
+            (u64::from(self.proto) << 32) | (u64::from(self.port_a) << 16) | u64::from(self.port_b);
         for word in [
             w(&self.addr_a, 0),
             w(&self.addr_a, 8),

@@ -745,7 +745,12 @@ impl FlowTable {
         self.stats.packets += 1;
         self.expire(d.ts_ns, sink);
 
-        if let Kind::IcmpError { icmp_type, code, v6 } = d.kind {
+        if let Kind::IcmpError {
+            icmp_type,
+            code,
+            v6,
+        } = d.kind
+        {
             match self.find(d) {
                 Some(i) => {
                     let f = &mut self.slab[i as usize];
@@ -768,14 +773,14 @@ impl FlowTable {
         }
 
         let mut idx = self.find(d);
-        if let (Some(i), Kind::Tcp) = (idx, d.kind) {
-            if self.slab[i as usize].tcp.is_port_reuse(d.dir, &d.tcp) {
-                self.stats.port_reuses += 1;
-                self.remove(i, CloseReason::PortReuse, sink);
-                let j = self.insert(d, sink);
-                self.slab[j as usize].tcp.start_after_reuse();
-                idx = Some(j);
-            }
+        if let (Some(i), Kind::Tcp) = (idx, d.kind)
+            && self.slab[i as usize].tcp.is_port_reuse(d.dir, &d.tcp)
+        {
+            self.stats.port_reuses += 1;
+            self.remove(i, CloseReason::PortReuse, sink);
+            let j = self.insert(d, sink);
+            self.slab[j as usize].tcp.start_after_reuse();
+            idx = Some(j);
         }
         let i = match idx {
             Some(i) => i,
@@ -859,26 +864,25 @@ impl FlowTable {
                 // RTT from TCP timestamps: the peer echoing our newest TSval.
                 if let Some((tsval, tsecr)) = h.options.timestamps {
                     let ri = dir.flip().idx();
-                    if let Some((v, t)) = f.ts_pending[ri] {
-                        if v == tsecr && fl & th::ACK != 0 {
-                            f.ts_rtt.add(d.ts_ns - t);
-                            f.ts_pending[ri] = None;
-                        }
+                    if let Some((v, t)) = f.ts_pending[ri]
+                        && v == tsecr
+                        && fl & th::ACK != 0
+                    {
+                        f.ts_rtt.add(d.ts_ns - t);
+                        f.ts_pending[ri] = None;
                     }
                     if f.ts_pending[di].is_none_or(|(v, _)| v != tsval) {
                         f.ts_pending[di] = Some((tsval, d.ts_ns));
                     }
                 }
-                if !had_rtt {
-                    if let Some(rtt) = f.tcp.first_rtt_ns {
-                        let w = d.ts_ns.div_euclid(rtt_window_ns) * rtt_window_ns;
-                        let us = (rtt / 1000).max(1) as u64;
-                        let h = self.rtt_windows.entry(w).or_insert_with(|| {
-                            Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                                .expect("static histogram bounds are valid")
-                        });
-                        h.saturating_record(us);
-                    }
+                if !had_rtt && let Some(rtt) = f.tcp.first_rtt_ns {
+                    let w = d.ts_ns.div_euclid(rtt_window_ns) * rtt_window_ns;
+                    let us = (rtt / 1000).max(1) as u64;
+                    let h = self.rtt_windows.entry(w).or_insert_with(|| {
+                        Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                            .expect("static histogram bounds are valid")
+                    });
+                    h.saturating_record(us);
                 }
                 if d.snippet_len > 0 {
                     track_dns(f, d, true, sink);
@@ -927,10 +931,10 @@ impl FlowTable {
                 sink.record(f.record(CloseReason::Interim));
             }
         }
-        if let Some(fl) = frame_flags {
-            if sink.wants_frames() {
-                sink.frame(d.frame_no, id, fl);
-            }
+        if let Some(fl) = frame_flags
+            && sink.wants_frames()
+        {
+            sink.frame(d.frame_no, id, fl);
         }
     }
 }
@@ -1016,7 +1020,21 @@ mod tests {
         a
     }
 
-    fn seg(ts: i64, src: u32, sport: u16, dst: u32, dport: u16, seq: u32, ack: u32, fl: u16, len: u32) -> PacketDesc {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a TCP segment has this many fields"
+    )]
+    fn seg(
+        ts: i64,
+        src: u32,
+        sport: u16,
+        dst: u32,
+        dport: u16,
+        seq: u32,
+        ack: u32,
+        fl: u16,
+        len: u32,
+    ) -> PacketDesc {
         let (key, dir) = FlowKey::new(4, 6, v4(src), sport, v4(dst), dport);
         PacketDesc {
             frame_no: 0,
@@ -1108,7 +1126,10 @@ mod tests {
         let mut t = FlowTable::new(&cfg(100), 100);
         let mut out = Collect::default();
         t.process(&seg(0, 1, 1000, 2, 81, 1, 0, th::SYN, 0), &mut out);
-        t.process(&seg(1, 2, 81, 1, 1000, 0, 2, th::RST | th::ACK, 0), &mut out);
+        t.process(
+            &seg(1, 2, 81, 1, 1000, 0, 2, th::RST | th::ACK, 0),
+            &mut out,
+        );
         t.process(&seg(2, 1, 1001, 2, 82, 1, 0, th::SYN, 0), &mut out);
         t.flush(&mut out);
         let by_port = |p: u16| out.0.iter().find(|r| r.server_port == p).unwrap();
@@ -1123,7 +1144,10 @@ mod tests {
         let mut t = FlowTable::new(&cfg(100), 100);
         let mut out = Collect::default();
         t.process(&seg(0, 1, 1000, 2, 80, 100, 0, th::SYN, 0), &mut out);
-        t.process(&seg(1, 2, 80, 1, 1000, 0, 101, th::RST | th::ACK, 0), &mut out);
+        t.process(
+            &seg(1, 2, 80, 1, 1000, 0, 101, th::RST | th::ACK, 0),
+            &mut out,
+        );
         t.process(&seg(2, 1, 1000, 2, 80, 7000, 0, th::SYN, 0), &mut out);
         assert_eq!(out.0.len(), 1);
         assert_eq!(out.0[0].close_reason, CloseReason::PortReuse);
@@ -1141,20 +1165,37 @@ mod tests {
         // One established connection first.
         let (c, s) = (0x0a00_0001, 0x0a00_0002);
         t.process(&seg(0, c, 40000, s, 443, 1, 0, th::SYN, 0), &mut out);
-        t.process(&seg(1, s, 443, c, 40000, 1, 2, th::SYN | th::ACK, 0), &mut out);
+        t.process(
+            &seg(1, s, 443, c, 40000, 1, 2, th::SYN | th::ACK, 0),
+            &mut out,
+        );
         t.process(&seg(2, c, 40000, s, 443, 2, 2, th::ACK, 0), &mut out);
         let n = 50_000u32;
         for i in 0..n {
             // Distinct sources, 1 µs apart: all within the stale timeout.
             t.process(
-                &seg(3 + i64::from(i) * 1000, 0x6400_0000 + i, 1024, s, 443, i, 0, th::SYN, 0),
+                &seg(
+                    3 + i64::from(i) * 1000,
+                    0x6400_0000 + i,
+                    1024,
+                    s,
+                    443,
+                    i,
+                    0,
+                    th::SYN,
+                    0,
+                ),
                 &mut out,
             );
         }
         assert!(t.slab.len() <= cap, "slab grew to {}", t.slab.len());
         assert_eq!(t.stats().evictions, u64::from(n) - (cap as u64 - 1));
         assert!(out.0.iter().all(|r| r.close_reason == CloseReason::Evicted));
-        assert!(out.0.iter().all(|r| r.server_port == 443 && r.client_port == 1024));
+        assert!(
+            out.0
+                .iter()
+                .all(|r| r.server_port == 443 && r.client_port == 1024)
+        );
         // The established connection is still there.
         t.flush(&mut out);
         let est = out.0.iter().find(|r| r.client_port == 40000).unwrap();
@@ -1168,9 +1209,16 @@ mod tests {
         let mut t = FlowTable::new(&c, 100);
         let mut out = Collect::default();
         for i in 0..30 {
-            t.process(&seg(i * S, 1, 1000, 2, 80, 1 + i as u32, 1, th::ACK, 1), &mut out);
+            t.process(
+                &seg(i * S, 1, 1000, 2, 80, 1 + i as u32, 1, th::ACK, 1),
+                &mut out,
+            );
         }
-        let interim = out.0.iter().filter(|r| r.close_reason == CloseReason::Interim).count();
+        let interim = out
+            .0
+            .iter()
+            .filter(|r| r.close_reason == CloseReason::Interim)
+            .count();
         assert_eq!(interim, 2);
         assert_eq!(t.stats().interim_records, 2);
     }

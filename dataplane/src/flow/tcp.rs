@@ -249,12 +249,10 @@ impl TcpConn {
         // "new conversation" bits (only a pure SYN, plus data on it) joined with the
         // "existing conversation" bits of every frame, the first one included; a one-frame
         // stream has only the former.
-        if first {
-            if fl & (th::SYN | th::ACK) == th::SYN {
-                self.first_bits = completeness::SYN;
-                if h.seg_len > 0 {
-                    self.first_bits |= completeness::DATA;
-                }
+        if first && fl & (th::SYN | th::ACK) == th::SYN {
+            self.first_bits = completeness::SYN;
+            if h.seg_len > 0 {
+                self.first_bits |= completeness::DATA;
             }
         }
         if reused {
@@ -375,7 +373,9 @@ impl TcpConn {
                     WinScale::Shift(s) if !r.is_first_ack => s,
                     _ => 0,
                 };
-                let edge = r.lastack.wrapping_add(r.window.wrapping_shl(u32::from(shift)));
+                let edge = r
+                    .lastack
+                    .wrapping_add(r.window.wrapping_shl(u32::from(shift)));
                 if seq.wrapping_add(seglen) == edge {
                     out.flags |= flags::WINDOW_FULL;
                 }
@@ -551,7 +551,11 @@ mod tests {
     fn open() -> TcpConn {
         let mut c = TcpConn::default();
         assert_eq!(c.analyze(C, 0, &h(1000, 0, SYN, 8192, 0)).flags, 0);
-        assert_eq!(c.analyze(S, 10 * MS, &h(5000, 1001, SYN | ACK, 8192, 0)).flags, 0);
+        assert_eq!(
+            c.analyze(S, 10 * MS, &h(5000, 1001, SYN | ACK, 8192, 0))
+                .flags,
+            0
+        );
         assert_eq!(c.analyze(C, 20 * MS, &h(1001, 5001, ACK, 8192, 0)).flags, 0);
         assert_eq!(c.first_rtt_ns, Some(20 * MS));
         c
@@ -573,9 +577,21 @@ mod tests {
         let a = c.analyze(S, t + 10 * MS, &h(5001, 1101, ACK, 8192, 0));
         assert_eq!(a.flags, 0);
         assert_eq!(a.ack_rtt_ns, Some(10 * MS));
-        assert_eq!(c.analyze(C, t + 20 * MS, &h(1101, 5001, FIN | ACK, 8192, 0)).flags, 0);
-        assert_eq!(c.analyze(S, t + 30 * MS, &h(5001, 1102, FIN | ACK, 8192, 0)).flags, 0);
-        assert_eq!(c.analyze(C, t + 40 * MS, &h(1102, 5002, ACK, 8192, 0)).flags, 0);
+        assert_eq!(
+            c.analyze(C, t + 20 * MS, &h(1101, 5001, FIN | ACK, 8192, 0))
+                .flags,
+            0
+        );
+        assert_eq!(
+            c.analyze(S, t + 30 * MS, &h(5001, 1102, FIN | ACK, 8192, 0))
+                .flags,
+            0
+        );
+        assert_eq!(
+            c.analyze(C, t + 40 * MS, &h(1102, 5002, ACK, 8192, 0))
+                .flags,
+            0
+        );
         assert_eq!(c.completeness, 31);
     }
 
@@ -670,7 +686,10 @@ mod tests {
     fn window_full_at_the_advertised_edge() {
         let mut c = open();
         c.analyze(S, 25 * MS, &h(5001, 1001, ACK, 300, 0)); // server offers 300 bytes
-        assert_eq!(c.analyze(C, 30 * MS, &h(1001, 5001, ACK, 8192, 100)).flags, 0);
+        assert_eq!(
+            c.analyze(C, 30 * MS, &h(1001, 5001, ACK, 8192, 100)).flags,
+            0
+        );
         let f = c.analyze(C, 31 * MS, &h(1101, 5001, ACK, 8192, 200));
         assert_eq!(names(f.flags), ["window_full"]);
     }
@@ -754,7 +773,11 @@ mod tests {
         c.analyze(C, 0, &h(u32::MAX - 50, 0, SYN, 8192, 0));
         c.analyze(S, MS, &h(5000, u32::MAX - 49, SYN | ACK, 8192, 0));
         c.analyze(C, 2 * MS, &h(u32::MAX - 49, 5001, ACK, 8192, 0));
-        assert_eq!(c.analyze(C, 3 * MS, &h(u32::MAX - 49, 5001, ACK, 8192, 100)).flags, 0);
+        assert_eq!(
+            c.analyze(C, 3 * MS, &h(u32::MAX - 49, 5001, ACK, 8192, 100))
+                .flags,
+            0
+        );
         // 50 bytes on, the sequence wraps; the next segment is in order.
         assert_eq!(c.analyze(C, 4 * MS, &h(50, 5001, ACK, 8192, 100)).flags, 0);
         let a = c.analyze(S, 5 * MS, &h(5001, 150, ACK, 8192, 0));
