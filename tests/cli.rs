@@ -148,3 +148,71 @@ fn syn_flood_stays_within_the_flow_table_bound() {
     assert!(rss < 96 << 20, "peak RSS {} MiB", rss >> 20);
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// DNS transactions: latency and response code equal tshark's `dns.time` and
+/// `dns.flags.rcode` for every answered query.
+#[test]
+fn dns_latency_and_rcodes_match_tshark() {
+    let Some(shared) = crate::util::shared_dir() else {
+        return;
+    };
+    let Some(tshark) = crate::util::tshark() else {
+        return;
+    };
+    let cap = shared.join("testdata/captures/var-services-std-ports.pcap");
+    let d = tmp();
+    let dns = d.join("dns.jsonl");
+    let (ok, _, err) = run(&[
+        OsStr::new("analyze"),
+        cap.as_os_str(),
+        OsStr::new("--no-records"),
+        OsStr::new("--dns-json"),
+        dns.as_os_str(),
+    ]);
+    assert!(ok, "{err}");
+    let mut ours: Vec<(u64, i64, u64)> = std::fs::read_to_string(&dns)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| !r["rcode"].is_null())
+        .map(|r| {
+            (
+                r["transaction_id"].as_u64().unwrap(),
+                (r["latency_us"].as_f64().unwrap() * 1000.0).round() as i64,
+                r["rcode"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let out = std::process::Command::new(tshark)
+        .arg("-n")
+        .arg("-r")
+        .arg(&cap)
+        .args(["-Y", "dns.flags.response == 1 && dns.time", "-T", "fields"])
+        .args(["-e", "dns.id", "-e", "dns.time", "-e", "dns.flags.rcode"])
+        .output()
+        .expect("run tshark");
+    let mut theirs: Vec<(u64, i64, u64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (
+                u64::from_str_radix(f[0].trim_start_matches("0x"), 16).unwrap(),
+                crate::util::epoch_ns(f[1]),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    ours.sort_unstable();
+    theirs.sort_unstable();
+    assert!(
+        theirs.len() >= 5,
+        "tshark found {} DNS answers",
+        theirs.len()
+    );
+    assert!(
+        theirs.iter().any(|t| t.2 == 3),
+        "an NXDOMAIN is in the capture"
+    );
+    assert_eq!(ours, theirs);
+    std::fs::remove_dir_all(&d).ok();
+}

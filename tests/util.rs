@@ -131,3 +131,19 @@ pub(crate) fn run(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// tshark's path, or `None` (after printing why) when it is missing and CI is unset. The
+/// test command installs it; in CI its absence is a failure.
+pub(crate) fn tshark() -> Option<PathBuf> {
+    for dir in ["/usr/bin", "/usr/local/bin"] {
+        let p = Path::new(dir).join("tshark");
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set but tshark is not installed (scripts/setup.sh installs it)");
+    }
+    eprintln!("SKIPPED: tshark is not installed; run scripts/test.sh to install it");
+    None
+}
