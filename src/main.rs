@@ -83,6 +83,10 @@ struct AnalyzeArgs {
     /// Print every TCP frame's analysis flags (frame number, flow id, flags) to stderr.
     #[arg(long, hide = true)]
     frames: bool,
+    /// Run the flow shards on their own threads even when there is only one (the reader and
+    /// decoder then run beside it, on another core).
+    #[arg(long)]
+    threaded: bool,
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -315,7 +319,7 @@ fn analyze(a: AnalyzeArgs) -> Result<()> {
     };
     let opts = AnalyzeOptions {
         flow,
-        threaded: false,
+        threaded: a.threaded,
         frames: a.frames,
     };
     let dns = match &a.dns_json {

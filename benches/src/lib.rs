@@ -247,7 +247,7 @@ impl Conn {
                 opts.extend_from_slice(&r.to_be_bytes());
             }
         }
-        debug_assert!(opts.len() % 4 == 0 && opts.len() <= 40);
+        debug_assert!(opts.len().is_multiple_of(4) && opts.len() <= 40);
         let hl = 20 + opts.len();
         let l4_len = hl + s.len as usize;
         let mut f = Vec::with_capacity(14 + 8 + 40 + l4_len);
@@ -301,9 +301,7 @@ impl Conn {
         );
         self.now += self.rtt / 2;
         self.next = [self.isn[0].wrapping_add(1), self.isn[1].wrapping_add(1)];
-        self.acked = self.next.map(|_| 0);
-        self.acked[0] = self.next[1];
-        self.acked[1] = self.next[0];
+        self.acked = [self.next[1], self.next[0]];
         self.pure_ack(0, &[]);
     }
 

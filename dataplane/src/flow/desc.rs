@@ -45,7 +45,7 @@ pub enum Kind {
 }
 
 /// One packet as a flow shard needs it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PacketDesc {
     /// Frame number in the source, from 1 (for per-frame diagnostics).
     pub frame_no: u64,
@@ -65,10 +65,9 @@ pub struct PacketDesc {
     pub kind: Kind,
     /// The TCP header when `kind == Kind::Tcp`.
     pub tcp: TcpHeader,
-    /// Valid bytes in `snippet`.
-    pub snippet_len: u8,
-    /// Start of the payload for DNS, otherwise empty.
-    pub snippet: [u8; SNIPPET_LEN],
+    /// Start of the payload for DNS (at most [`SNIPPET_LEN`] bytes), otherwise `None`: kept
+    /// out of line so the descriptor of an ordinary packet stays small.
+    pub snippet: Option<Box<[u8]>>,
 }
 
 /// True for the ports whose payload the shard parses (DNS, mDNS, LLMNR).
@@ -123,13 +122,8 @@ impl PacketDesc {
                 (key, dir, kind)
             }
         };
-        let mut snippet = [0u8; SNIPPET_LEN];
-        let mut snippet_len = 0;
-        if want_snippet {
-            let n = p.payload.len().min(SNIPPET_LEN);
-            snippet[..n].copy_from_slice(&p.payload[..n]);
-            snippet_len = n as u8;
-        }
+        let snippet = (want_snippet && !p.payload.is_empty())
+            .then(|| Box::from(&p.payload[..p.payload.len().min(SNIPPET_LEN)]));
         PacketDesc {
             frame_no,
             ts_ns,
@@ -140,13 +134,12 @@ impl PacketDesc {
             vlan: p.vlan,
             kind,
             tcp,
-            snippet_len,
             snippet,
         }
     }
 
     /// The DNS payload snippet.
     pub fn snippet(&self) -> &[u8] {
-        &self.snippet[..self.snippet_len as usize]
+        self.snippet.as_deref().unwrap_or(&[])
     }
 }

@@ -27,6 +27,8 @@ const NIL: u32 = u32::MAX;
 const HALF_OPEN: usize = 0;
 const ESTABLISHED: usize = 1;
 const CLOSING: usize = 2;
+/// How often (in packet time) the timeout lists are looked at.
+pub const EXPIRY_TICK_NS: i64 = 1_000_000;
 /// Outstanding DNS queries remembered per flow.
 const MAX_PENDING_DNS: usize = 64;
 
@@ -517,6 +519,7 @@ pub struct FlowTable {
     heads: [u32; 3],
     tails: [u32; 3],
     now: i64,
+    next_expiry: i64,
     stats: ShardStats,
     /// Handshake RTT (iRTT) histograms by window start (ns).
     rtt_windows: BTreeMap<i64, Histogram<u64>>,
@@ -540,6 +543,7 @@ impl FlowTable {
             heads: [NIL; 3],
             tails: [NIL; 3],
             now: i64::MIN,
+            next_expiry: i64::MIN,
             stats: ShardStats::default(),
             rtt_windows: BTreeMap::new(),
         }
@@ -637,11 +641,18 @@ impl FlowTable {
     }
 
     /// Closes flows whose timeout has passed at time `now` (ns). Live capture calls this on a
-    /// timer so quiet shards still expire flows; file analysis calls it per packet.
+    /// timer so quiet shards still expire flows; file analysis calls it per packet. The
+    /// lists are looked at once per [`EXPIRY_TICK_NS`] of packet time: timeouts are
+    /// seconds long, so a millisecond of lateness is immaterial and the per-packet cost is a
+    /// comparison.
     pub fn expire(&mut self, now: i64, sink: &mut dyn Sink) {
         if now > self.now {
             self.now = now;
         }
+        if self.now < self.next_expiry {
+            return;
+        }
+        self.next_expiry = self.now.saturating_add(EXPIRY_TICK_NS);
         let now = self.now;
         for (list, timeout) in [
             (HALF_OPEN, self.stale_ns),
@@ -884,14 +895,14 @@ impl FlowTable {
                     });
                     h.saturating_record(us);
                 }
-                if d.snippet_len > 0 {
+                if d.snippet.is_some() {
                     track_dns(f, d, true, sink);
                 }
             }
             Kind::Udp { payload_len } => {
                 f.payload[di] += u64::from(payload_len);
                 f.goodput[di] += u64::from(payload_len);
-                if d.snippet_len > 0 {
+                if d.snippet.is_some() {
                     track_dns(f, d, false, sink);
                 }
             }
@@ -1056,8 +1067,7 @@ mod tests {
                 seg_len: len,
                 ..Default::default()
             },
-            snippet_len: 0,
-            snippet: [0; super::super::desc::SNIPPET_LEN],
+            snippet: None,
         }
     }
 

@@ -135,6 +135,8 @@ pub(super) enum Input {
         pos: usize,
         /// Everything before this offset has been prefetched.
         prefetched: usize,
+        /// Everything before this offset has been dropped from this process's page tables.
+        released: usize,
     },
     /// A streamed (usually decompressed) file.
     Stream(Box<Stream>),
@@ -189,6 +191,7 @@ impl Input {
                 map,
                 pos,
                 prefetched,
+                released,
             } => {
                 let at = *pos;
                 let n = n.min(map.len() - at);
@@ -200,6 +203,10 @@ impl Input {
                 while *prefetched < target {
                     prefetch(map, *prefetched);
                     *prefetched += 64;
+                }
+                if at - *released >= RELEASE_EVERY {
+                    release(map, *released, at & !(RELEASE_EVERY - 1));
+                    *released = at & !(RELEASE_EVERY - 1);
                 }
                 &map[at..at + n]
             }
@@ -235,6 +242,28 @@ impl Input {
             Input::Stream(s) => s.cut,
         }
     }
+}
+
+/// How much of a mapped file is read before the part behind the read position is dropped
+/// from the process's page tables (a power of two, a multiple of the page size).
+const RELEASE_EVERY: usize = 64 << 20;
+
+/// Drops `map[from..to]` from this process's resident set. The pages stay in the page cache
+/// (a second analysis of the file is still served from memory); without this, the resident
+/// set of an analysis grows with the file, since every mapped page read stays resident.
+fn release(map: &Mmap, from: usize, to: usize) {
+    if to <= from {
+        return;
+    }
+    // SAFETY: the map is a read-only shared mapping of a file: MADV_DONTNEED only removes
+    // page-table entries, and a later access faults the same file contents back in from the
+    // page cache (it does not zero-fill, which only happens for private anonymous or
+    // copy-on-write pages). No reference into the range can observe a change. `from..to`
+    // lies within the map (callers pass offsets at or below the read position).
+    let r =
+        unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from) };
+    // Advice is an optimisation: if the kernel refuses it, the pages simply stay resident.
+    let _ = r;
 }
 
 /// Asks the CPU to bring the cache line holding `bytes[at]` into the cache.

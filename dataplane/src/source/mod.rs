@@ -261,6 +261,7 @@ impl CaptureFile {
                 map,
                 pos: 0,
                 prefetched: 0,
+                released: 0,
             },
             None => {
                 let raw = Counting::new(head.to_vec(), file);
