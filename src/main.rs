@@ -258,6 +258,15 @@ fn print_summary(out: &mut dyn Write, h: &Health) -> io::Result<()> {
     Ok(())
 }
 
+/// `addr:port`, with IPv6 addresses in brackets.
+fn endpoint(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
 fn print_table(out: &mut dyn Write, recs: &mut [FlowRecord]) -> io::Result<()> {
     recs.sort_by(|a, b| (a.first_seen_ns, &a.flow_id).cmp(&(b.first_seen_ns, &b.flow_id)));
     writeln!(
@@ -287,8 +296,8 @@ fn print_table(out: &mut dyn Write, recs: &mut [FlowRecord]) -> io::Result<()> {
             "{:<16} {:<5} {:>41} {:>41} {:<20} {:>3} {:>8} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5} {:>9}",
             r.flow_id,
             r.proto,
-            format!("{}:{}", r.client_ip, r.client_port),
-            format!("{}:{}", r.server_ip, r.server_port),
+            endpoint(&r.client_ip, r.client_port),
+            endpoint(&r.server_ip, r.server_port),
             serde_json::to_value(r.state)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
