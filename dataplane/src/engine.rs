@@ -354,7 +354,15 @@ fn read_all<S: Sink>(
                 if let Some(dgram) = defrag.push(frame.ts_ns, &p) {
                     match decode::decode(LinkType::RAW, dgram) {
                         Decoded::Ip(mut whole) => {
+                            // The first two tags seen: the fragment's (outer) ones, then those
+                            // found inside the reassembled datagram.
+                            let inner = whole.vlan;
                             whole.vlan = p.vlan;
+                            for id in inner.into_iter().flatten() {
+                                if let Some(slot) = whole.vlan.iter_mut().find(|v| v.is_none()) {
+                                    *slot = Some(id);
+                                }
+                            }
                             whole.encap |= p.encap;
                             dispatch.send(PacketDesc::from_packet(
                                 frame_no,
