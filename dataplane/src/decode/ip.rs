@@ -21,7 +21,7 @@ pub(super) fn mapped(a: &[u8]) -> [u8; 16] {
 
 /// An IP header of either version, by its version nibble.
 #[inline]
-pub(super) fn any<'a>(ctx: &mut Ctx, d: &'a [u8]) -> Res<Next<'a>> {
+pub(super) fn any<'a>(ctx: &mut Ctx<'a>, d: &'a [u8]) -> Res<Next<'a>> {
     match d.first().map(|b| b >> 4) {
         None => Err(Malformed::TruncatedIp.into()),
         Some(4) => ipv4(ctx, d),
@@ -32,7 +32,7 @@ pub(super) fn any<'a>(ctx: &mut Ctx, d: &'a [u8]) -> Res<Next<'a>> {
 
 /// An IPv4 header and what it carries.
 #[inline]
-pub(super) fn ipv4<'a>(ctx: &mut Ctx, d: &'a [u8]) -> Res<Next<'a>> {
+pub(super) fn ipv4<'a>(ctx: &mut Ctx<'a>, d: &'a [u8]) -> Res<Next<'a>> {
     let h: &[u8; 20] = d.first_chunk().ok_or(Malformed::TruncatedIp)?;
     if h[0] >> 4 != 4 {
         return Err(Malformed::BadIpVersion.into());
@@ -69,7 +69,7 @@ pub(super) fn ipv4<'a>(ctx: &mut Ctx, d: &'a [u8]) -> Res<Next<'a>> {
 
 /// An IPv6 header, its extension-header chain and what it carries.
 #[inline]
-pub(super) fn ipv6<'a>(ctx: &mut Ctx, d: &'a [u8]) -> Res<Next<'a>> {
+pub(super) fn ipv6<'a>(ctx: &mut Ctx<'a>, d: &'a [u8]) -> Res<Next<'a>> {
     let h: &[u8; 40] = d.first_chunk().ok_or(Malformed::TruncatedIp)?;
     if h[0] >> 4 != 6 {
         return Err(Malformed::BadIpVersion.into());

@@ -90,7 +90,7 @@ fn type_or_len(t: u16, rest: &[u8]) -> Res<Next<'_>> {
 
 /// Dispatch on an EtherType.
 #[inline]
-pub(super) fn ethertype<'a>(ctx: &mut Ctx, t: u16, d: &'a [u8]) -> Res<Next<'a>> {
+pub(super) fn ethertype<'a>(ctx: &mut Ctx<'a>, t: u16, d: &'a [u8]) -> Res<Next<'a>> {
     match t {
         0x0800 => Ok(Next::Ipv4(d)),
         0x86dd => Ok(Next::Ipv6(d)),
@@ -108,7 +108,7 @@ pub(super) fn ethertype<'a>(ctx: &mut Ctx, t: u16, d: &'a [u8]) -> Res<Next<'a>>
 
 /// An MPLS label stack, then IPv4/IPv6 (first nibble) or an Ethernet pseudowire with control
 /// word (first nibble 0).
-fn mpls<'a>(ctx: &mut Ctx, t: u16, d: &'a [u8]) -> Res<Next<'a>> {
+fn mpls<'a>(ctx: &mut Ctx<'a>, t: u16, d: &'a [u8]) -> Res<Next<'a>> {
     ctx.enter(encap::MPLS)?;
     let mut off = 0;
     let mut bottom = false;
@@ -140,7 +140,7 @@ fn mpls<'a>(ctx: &mut Ctx, t: u16, d: &'a [u8]) -> Res<Next<'a>> {
 }
 
 /// A PPPoE session header and the PPP protocol field.
-fn pppoe<'a>(ctx: &mut Ctx, d: &'a [u8]) -> Res<Next<'a>> {
+fn pppoe<'a>(ctx: &mut Ctx<'a>, d: &'a [u8]) -> Res<Next<'a>> {
     ctx.enter(encap::PPPOE)?;
     let h: &[u8; 8] = d.first_chunk().ok_or(Malformed::TruncatedEncap)?;
     if h[0] != 0x11 || h[1] != 0x00 {

@@ -11,7 +11,7 @@ use super::{
 /// length from the IP length fields (`l4.len() <= l4_len`).
 #[inline]
 pub(super) fn dispatch<'a>(
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'a>,
     ip: IpHeader,
     l4: &'a [u8],
     l4_len: usize,
@@ -31,23 +31,25 @@ pub(super) fn dispatch<'a>(
         47 if whole => return tunnel::gre(ctx, l4),
         _ => {}
     }
-    let (vlan, encap_bits) = (ctx.vlan, ctx.encap);
-    let done = |transport, payload| {
-        Next::Done(Packet {
-            vlan,
-            encap: encap_bits,
+    // The packet is built in place in `ctx` (not returned through every layer's `Next`,
+    // which would copy it at each step).
+    let done = |ctx: &mut Ctx<'a>, transport, payload| {
+        ctx.out = Some(Packet {
+            vlan: ctx.vlan,
+            encap: ctx.encap,
             ip,
             transport,
             payload,
-        })
+        });
+        Next::Done
     };
     if ip.frag.is_fragment {
-        return Ok(done(Transport::Fragment, l4));
+        return Ok(done(ctx, Transport::Fragment, l4));
     }
     match ip.proto {
         6 => {
             let (tcp, payload) = tcp(l4, l4_len)?;
-            Ok(done(Transport::Tcp(tcp), payload))
+            Ok(done(ctx, Transport::Tcp(tcp), payload))
         }
         17 => {
             let (udp, payload) = udp(l4, l4_len)?;
@@ -57,17 +59,17 @@ pub(super) fn dispatch<'a>(
                 ctx.enter(encap::VXLAN)?;
                 return Ok(Next::Ether(inner));
             }
-            Ok(done(Transport::Udp(udp), payload))
+            Ok(done(ctx, Transport::Udp(udp), payload))
         }
         1 => {
             let (icmp, payload) = icmp(l4, false)?;
-            Ok(done(Transport::Icmp(icmp), payload))
+            Ok(done(ctx, Transport::Icmp(icmp), payload))
         }
         58 => {
             let (icmp, payload) = icmp(l4, true)?;
-            Ok(done(Transport::Icmp(icmp), payload))
+            Ok(done(ctx, Transport::Icmp(icmp), payload))
         }
-        _ => Ok(done(Transport::Other, l4)),
+        _ => Ok(done(ctx, Transport::Other, l4)),
     }
 }
 

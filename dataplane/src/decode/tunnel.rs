@@ -8,7 +8,7 @@ use super::{Malformed, encap, link};
 pub(super) const VXLAN_PORTS: [u16; 2] = [4789, 8472];
 
 /// A GRE header (IP protocol 47).
-pub(super) fn gre<'a>(ctx: &mut Ctx, d: &'a [u8]) -> Res<Next<'a>> {
+pub(super) fn gre<'a>(ctx: &mut Ctx<'a>, d: &'a [u8]) -> Res<Next<'a>> {
     ctx.enter(encap::GRE)?;
     let h: &[u8; 4] = d.first_chunk().ok_or(Malformed::BadTunnel)?;
     let flags = u16::from_be_bytes([h[0], h[1]]);
@@ -75,7 +75,7 @@ pub(super) fn gre<'a>(ctx: &mut Ctx, d: &'a [u8]) -> Res<Next<'a>> {
 }
 
 /// Dispatch on a GRE protocol type.
-pub(super) fn gre_payload<'a>(ctx: &mut Ctx, proto: u16, seq: bool, d: &'a [u8]) -> Res<Next<'a>> {
+pub(super) fn gre_payload<'a>(ctx: &mut Ctx<'a>, proto: u16, seq: bool, d: &'a [u8]) -> Res<Next<'a>> {
     match proto {
         // Transparent Ethernet bridging.
         0x6558 => Ok(Next::Ether(d)),

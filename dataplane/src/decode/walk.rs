@@ -31,7 +31,9 @@ pub(super) type Res<T> = Result<T, Stop>;
 
 /// State carried across layers.
 #[derive(Debug, Default)]
-pub(super) struct Ctx {
+pub(super) struct Ctx<'a> {
+    /// The decoded packet, once the walk reaches the transport layer.
+    pub(super) out: Option<Packet<'a>>,
     /// First two VLAN ids seen.
     pub(super) vlan: [Option<u16>; 2],
     /// Encapsulation bits.
@@ -40,7 +42,7 @@ pub(super) struct Ctx {
     layers: u8,
 }
 
-impl Ctx {
+impl Ctx<'_> {
     /// Enters one encapsulation layer, failing with `TooDeep` beyond the bound.
     #[inline]
     pub(super) fn enter(&mut self, bit: u16) -> Res<()> {
@@ -83,8 +85,8 @@ pub(super) enum Next<'a> {
     Ipv4(&'a [u8]),
     /// An IPv6 header.
     Ipv6(&'a [u8]),
-    /// Finished.
-    Done(Packet<'a>),
+    /// Finished: the packet is complete in [`Ctx::out`].
+    Done,
 }
 
 /// Walks the layers from `first` to a result.
@@ -101,7 +103,12 @@ pub(super) fn run(first: Next<'_>) -> Decoded<'_> {
             Next::Ip(d) => ip::any(&mut ctx, d),
             Next::Ipv4(d) => ip::ipv4(&mut ctx, d),
             Next::Ipv6(d) => ip::ipv6(&mut ctx, d),
-            Next::Done(p) => return Decoded::Ip(p),
+            Next::Done => {
+                return match ctx.out {
+                    Some(p) => Decoded::Ip(p),
+                    None => Decoded::Malformed(Malformed::TooDeep),
+                };
+            }
         };
         match step {
             Ok(n) => next = n,
