@@ -82,8 +82,8 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
     g.throughput(Throughput::Elements(n));
     g.sample_size(20);
-    g.warm_up_time(Duration::from_secs(3));
-    g.measurement_time(Duration::from_secs(12));
+    g.warm_up_time(Duration::from_secs(2));
+    g.measurement_time(Duration::from_secs(8));
 
     g.bench_function("decode ethernet - synthetic", |b| {
         b.iter(|| {

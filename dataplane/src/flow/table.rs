@@ -27,6 +27,10 @@ const NIL: u32 = u32::MAX;
 const HALF_OPEN: usize = 0;
 const ESTABLISHED: usize = 1;
 const CLOSING: usize = 2;
+/// A flow is moved to the tail of its activity list at most this often (packet time), not on
+/// every packet: each move touches two other entries (random cache misses), and timeouts
+/// and evictions are seconds-scale, so list order may lag true activity by this much.
+pub const REQUEUE_NS: i64 = 100_000_000;
 /// How often (in packet time) the timeout lists are looked at.
 pub const EXPIRY_TICK_NS: i64 = 1_000_000;
 /// Outstanding DNS queries remembered per flow.
@@ -157,6 +161,8 @@ struct Flow {
     list: usize,
     first_ns: i64,
     last_ns: i64,
+    /// When the flow was last put at the tail of its list.
+    queued_ns: i64,
     last_interim_ns: i64,
     vlan: [Option<u16>; 2],
     /// The direction in which the client sends.
@@ -212,6 +218,7 @@ impl Flow {
             list: HALF_OPEN,
             first_ns: d.ts_ns,
             last_ns: d.ts_ns,
+            queued_ns: d.ts_ns,
             last_interim_ns: d.ts_ns,
             vlan: d.vlan,
             c2s,
@@ -588,6 +595,7 @@ impl FlowTable {
             f.list = list;
             f.prev = tail;
             f.next = NIL;
+            f.queued_ns = f.last_ns;
         }
         if tail == NIL {
             self.heads[list] = i;
@@ -914,6 +922,7 @@ impl FlowTable {
         }
 
         let f = &self.slab[i as usize];
+        let first_ns = f.first_ns;
         let want = if f.rst > 0 || (f.fin_dir[0] && f.fin_dir[1]) {
             CLOSING
         } else if f.handshake_done() {
@@ -924,7 +933,7 @@ impl FlowTable {
         let interim_due = self
             .interim_ns
             .is_some_and(|iv| d.ts_ns - f.last_interim_ns >= iv);
-        let id = f.id();
+        let requeue = want != f.list || f.last_ns - f.queued_ns >= REQUEUE_NS;
         if want == CLOSING && self.linger_ns == Some(0) {
             let reason = if f.rst > 0 {
                 CloseReason::Rst
@@ -933,8 +942,10 @@ impl FlowTable {
             };
             self.remove(i, reason, sink);
         } else {
-            self.unlink(i);
-            self.push_tail(i, want);
+            if requeue {
+                self.unlink(i);
+                self.push_tail(i, want);
+            }
             if interim_due {
                 let f = &mut self.slab[i as usize];
                 f.last_interim_ns = d.ts_ns;
@@ -945,7 +956,7 @@ impl FlowTable {
         if let Some(fl) = frame_flags
             && sink.wants_frames()
         {
-            sink.frame(d.frame_no, id, fl);
+            sink.frame(d.frame_no, flow_id(d.hash, first_ns), fl);
         }
     }
 }

@@ -137,6 +137,8 @@ pub(super) enum Input {
         prefetched: usize,
         /// Everything before this offset has been dropped from this process's page tables.
         released: usize,
+        /// Everything before this offset has been mapped into the page tables ahead of use.
+        populated: usize,
     },
     /// A streamed (usually decompressed) file.
     Stream(Box<Stream>),
@@ -192,6 +194,7 @@ impl Input {
                 pos,
                 prefetched,
                 released,
+                populated,
             } => {
                 let at = *pos;
                 let n = n.min(map.len() - at);
@@ -203,6 +206,14 @@ impl Input {
                 while *prefetched < target {
                     prefetch(map, *prefetched);
                     *prefetched += 64;
+                }
+                if at + n + POPULATE_CHUNK / 2 > *populated && *populated < map.len() {
+                    let len = POPULATE_CHUNK.min(map.len() - *populated);
+                    // Faulting pages in one by one costs more than reading them: populate the
+                    // page tables a chunk at a time. Only an optimisation: errors are ignored
+                    // (pages then fault in as usual).
+                    let _ = map.advise_range(memmap2::Advice::PopulateRead, *populated, len);
+                    *populated += len;
                 }
                 if at - *released >= RELEASE_EVERY {
                     release(map, *released, at & !(RELEASE_EVERY - 1));
@@ -243,6 +254,9 @@ impl Input {
         }
     }
 }
+
+/// How much of a mapped file is mapped into the page tables at once, ahead of the reader.
+const POPULATE_CHUNK: usize = 8 << 20;
 
 /// How much of a mapped file is read before the part behind the read position is dropped
 /// from the process's page tables (a power of two, a multiple of the page size).

@@ -262,6 +262,7 @@ impl CaptureFile {
                 pos: 0,
                 prefetched: 0,
                 released: 0,
+                populated: 0,
             },
             None => {
                 let raw = Counting::new(head.to_vec(), file);
