@@ -125,7 +125,8 @@ mod fl {
     pub(crate) const ACK: u8 = 0x10;
 }
 
-const MSS: u32 = 1448;
+/// MSS with the timestamps option on a 1500-byte MTU: IPv4, IPv6.
+const MSS: [u32; 2] = [1448, 1428];
 /// Capture start: 2024-01-01T00:00:00Z.
 const EPOCH_NS: i64 = 1_704_067_200_000_000_000;
 
@@ -216,6 +217,7 @@ struct Conn {
     acked: [u32; 2],
     now: i64,
     rtt: i64,
+    mss: u32,
     tsval: [u32; 2],
     window: [u16; 2],
     out: Vec<Raw>,
@@ -226,7 +228,7 @@ impl Conn {
         let mut opts: Vec<u8> = Vec::with_capacity(40);
         if s.syn_opts {
             opts.extend_from_slice(&[2, 4]);
-            opts.extend_from_slice(&(MSS as u16 + 12).to_be_bytes());
+            opts.extend_from_slice(&(self.mss as u16 + 12).to_be_bytes());
             opts.extend_from_slice(&[4, 2]);
         }
         if let Some((v, e)) = s.ts {
@@ -345,12 +347,12 @@ impl Conn {
         let mut lost: Option<(u32, u32)> = None;
         let mut dups = 0;
         while left > 0 {
-            let len = left.min(MSS);
+            let len = left.min(self.mss);
             left -= len;
             let seq = self.next[from];
             self.next[from] = seq.wrapping_add(len);
             self.now += gap;
-            if lost.is_none() && left > 3 * MSS && rng.chance(loss) {
+            if lost.is_none() && left > 3 * self.mss && rng.chance(loss) {
                 // Dropped upstream of the capture point: never seen.
                 lost = Some((seq, len));
                 continue;
@@ -539,13 +541,16 @@ pub fn generate(cfg: &SynthConfig) -> PacketSet {
         let server_port = *[80u16, 443, 443, 443, 8080, 5201]
             .get(rng.range(0, 6) as usize)
             .unwrap_or(&443);
+        let path = path(&mut rng, cfg, server_port);
+        let mss = MSS[usize::from(path.v6)];
         let mut c = Conn {
-            path: path(&mut rng, cfg, server_port),
+            path,
             isn: [rng.next_u64() as u32, rng.next_u64() as u32],
             next: [0; 2],
             acked: [0; 2],
             now: EPOCH_NS + rng.range(0, span_ns as u64) as i64,
             rtt: rng.range(150_000, 40_000_000) as i64,
+            mss,
             tsval: [rng.next_u64() as u32, rng.next_u64() as u32],
             window: [502, 509],
             out: Vec::new(),
@@ -609,7 +614,10 @@ mod tests {
         assert_eq!(a.data, b.data);
         assert_eq!(a.frames, b.frames);
         assert!(a.len() > 50 * 8);
-        assert!(a.iter().all(|(_, f)| f.len() <= 1514 + 8));
+        assert!(
+            a.iter().all(|(_, f)| f.len() <= 1514 + 8),
+            "no frame over the MTU"
+        );
         assert!(a.frames.windows(2).all(|w| w[0].2 <= w[1].2));
     }
 }

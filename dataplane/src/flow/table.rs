@@ -823,9 +823,11 @@ impl FlowTable {
                 let seglen = u64::from(h.seg_len);
                 f.payload[di] += seglen;
                 f.goodput[di] += u64::from(a.new_bytes);
-                for (k, (bit, _)) in af::NAMES.iter().enumerate() {
-                    if a.flags & bit != 0 {
-                        f.flag_counts[k] += 1;
+                if a.flags != 0 {
+                    for (k, (bit, _)) in af::NAMES.iter().enumerate() {
+                        if a.flags & bit != 0 {
+                            f.flag_counts[k] += 1;
+                        }
                     }
                 }
                 if let Some(r) = a.ack_rtt_ns {
