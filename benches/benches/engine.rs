@@ -7,14 +7,14 @@
 //! cargo bench -p tapvault-benches --bench engine -- --quick     # smoke test
 //! ```
 //!
-//! Sample result (2026-11-22, dataplane at 5c39a8e, 2-core VM "Intel(R) Xeon(R) Processor",
+//! Sample result (2026-11-22, dataplane at d3f9272, 2-core VM "Intel(R) Xeon(R) Processor",
 //! Linux 6.18, Rust 1.95, quiet machine; criterion's middle estimate):
 //!
 //! ```text
-//! synthetic set: 150561 frames, 133.0 MB, tcp 147561, udp 3000, ipv6 25142, vlan 5786
-//! engine/decode ethernet - synthetic   21.4 ms   7.03 Melem/s   (142 ns/packet)
-//! engine/decode+desc - synthetic       34.7 ms   4.34 Melem/s   (231 ns/packet)
-//! engine/decode+flow - synthetic       68.9 ms   2.19 Melem/s   (458 ns/packet)
+//! synthetic set: 133189 frames, 115.1 MB, tcp 130189, udp 3000, ipv6 18838, vlan 5442
+//! engine/decode ethernet - synthetic   20.5 ms   6.49 Melem/s   (154 ns/packet)
+//! engine/decode+desc - synthetic       29.2 ms   4.56 Melem/s   (219 ns/packet)
+//! engine/decode+flow - synthetic       58.4 ms   2.28 Melem/s   (439 ns/packet)
 //! ```
 //!
 //! The packet set comes from `tapvault_benches::generate` (seeded, so identical every run):
