@@ -26,8 +26,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlowConfig {
-    /// Number of flow shards (threads that own a flow table). `0` means one per available
-    /// core, minus the reader. Default: 0.
+    /// Number of flow shards (threads that own a flow table). `0` means automatic: one per
+    /// available core minus the reader, each on its own thread (on a single core, one shard
+    /// inline with the reader). Default: 0.
     pub shards: usize,
     /// Maximum number of flows held across all shards; when full, the least recently active
     /// half-open flow is evicted first, then the least recently active established flow.

@@ -135,10 +135,10 @@ impl Sink for ChanSink {
 }
 
 /// Where decoded descriptors go: inline into one table, or to shard threads.
-enum Dispatch<'s, S: Sink> {
+enum Dispatch {
     Inline {
         table: Box<FlowTable>,
-        sink: &'s mut S,
+        sink: ChanSink,
     },
     Threads {
         txs: Vec<Sender<Vec<PacketDesc>>>,
@@ -147,11 +147,11 @@ enum Dispatch<'s, S: Sink> {
     },
 }
 
-impl<S: Sink> Dispatch<'_, S> {
+impl Dispatch {
     #[inline]
     fn send(&mut self, d: PacketDesc) {
         match self {
-            Dispatch::Inline { table, sink } => table.process(&d, *sink),
+            Dispatch::Inline { table, sink } => table.process(&d, sink),
             Dispatch::Threads {
                 txs,
                 recycle,
@@ -226,12 +226,12 @@ pub fn analyze_file<S: Sink + Send>(
 ) -> Result<Health, Error> {
     opts.flow.validate()?;
     let mut cap = CaptureFile::open(path)?;
-    let shards = match opts.flow.shards {
-        0 => thread::available_parallelism()
-            .map(|n| n.get().saturating_sub(1))
-            .unwrap_or(1)
-            .max(1),
-        n => n,
+    // Automatic: one core reads and decodes, the others run shards on their own threads; on
+    // a single core everything runs inline.
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let (shards, threaded) = match opts.flow.shards {
+        0 => (cores.saturating_sub(1).max(1), opts.threaded || cores > 1),
+        n => (n, opts.threaded),
     };
     let per_shard = opts.flow.max_flows.div_ceil(shards);
     let mut health = Health {
@@ -239,23 +239,11 @@ pub fn analyze_file<S: Sink + Send>(
         ..Default::default()
     };
 
-    if shards == 1 && !opts.threaded {
-        let mut dispatch = Dispatch::Inline {
-            table: Box::new(FlowTable::new(&opts.flow, per_shard)),
-            sink,
-        };
-        read_all(&mut cap, &mut dispatch, &mut health, progress)?;
-        if let Dispatch::Inline { table, sink } = &mut dispatch {
-            table.flush(*sink);
-            health.flows = table.stats().clone();
-            health.rtt_windows = rtt_windows(&[table]);
-        }
-        return Ok(health);
-    }
-
+    let inline = shards == 1 && !threaded;
     let (out_tx, out_rx) = bounded::<Vec<Out>>(QUEUE_DEPTH * shards);
     let (recycle_tx, recycle_rx) = bounded::<Vec<PacketDesc>>(QUEUE_DEPTH * shards * 2);
     thread::scope(|scope| -> Result<Health, Error> {
+        // Records are written (serialised) on their own thread, off the packet path.
         let writer = thread::Builder::new()
             .name("tapvault-out".into())
             .spawn_scoped(scope, move || {
@@ -270,16 +258,36 @@ pub fn analyze_file<S: Sink + Send>(
                 }
             })
             .map_err(|_| Error::ThreadPanicked("tapvault-out (spawn)".into()))?;
+        let chan_sink = |tx: Sender<Vec<Out>>| ChanSink {
+            tx,
+            buf: Vec::with_capacity(256),
+            frames: opts.frames,
+        };
+        if inline {
+            let mut dispatch = Dispatch::Inline {
+                table: Box::new(FlowTable::new(&opts.flow, per_shard)),
+                sink: chan_sink(out_tx),
+            };
+            let res = read_all(&mut cap, &mut dispatch, &mut health, progress);
+            if let Dispatch::Inline { table, sink } = &mut dispatch {
+                table.flush(sink);
+                sink.flush();
+                health.flows = table.stats().clone();
+                health.rtt_windows = rtt_windows(&[table]);
+            }
+            drop(dispatch);
+            writer
+                .join()
+                .map_err(|_| Error::ThreadPanicked("tapvault-out".into()))?;
+            res?;
+            return Ok(health);
+        }
         let mut txs = Vec::with_capacity(shards);
         let mut handles = Vec::with_capacity(shards);
         for s in 0..shards {
             let (tx, rx) = bounded::<Vec<PacketDesc>>(QUEUE_DEPTH);
             txs.push(tx);
-            let mut csink = ChanSink {
-                tx: out_tx.clone(),
-                buf: Vec::with_capacity(256),
-                frames: opts.frames,
-            };
+            let mut csink = chan_sink(out_tx.clone());
             let recycle = recycle_tx.clone();
             let flow = opts.flow.clone();
             let h = thread::Builder::new()
@@ -301,7 +309,7 @@ pub fn analyze_file<S: Sink + Send>(
             handles.push(h);
         }
         drop(out_tx);
-        let mut dispatch: Dispatch<'_, S> = Dispatch::Threads {
+        let mut dispatch = Dispatch::Threads {
             txs,
             recycle: recycle_rx,
             batches: (0..shards).map(|_| Vec::with_capacity(BATCH)).collect(),
@@ -334,9 +342,9 @@ pub fn analyze_file<S: Sink + Send>(
     })
 }
 
-fn read_all<S: Sink>(
+fn read_all(
     cap: &mut CaptureFile,
-    dispatch: &mut Dispatch<'_, S>,
+    dispatch: &mut Dispatch,
     health: &mut Health,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), Error> {

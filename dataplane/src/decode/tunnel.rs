@@ -75,7 +75,12 @@ pub(super) fn gre<'a>(ctx: &mut Ctx<'a>, d: &'a [u8]) -> Res<Next<'a>> {
 }
 
 /// Dispatch on a GRE protocol type.
-pub(super) fn gre_payload<'a>(ctx: &mut Ctx<'a>, proto: u16, seq: bool, d: &'a [u8]) -> Res<Next<'a>> {
+pub(super) fn gre_payload<'a>(
+    ctx: &mut Ctx<'a>,
+    proto: u16,
+    seq: bool,
+    d: &'a [u8],
+) -> Res<Next<'a>> {
     match proto {
         // Transparent Ethernet bridging.
         0x6558 => Ok(Next::Ether(d)),
