@@ -98,6 +98,8 @@ struct AnalyzeArgs {
 struct CliSink {
     json: Option<BufWriter<io::Stdout>>,
     keep_table: bool,
+    /// Scratch buffer for one JSON line.
+    scratch: Vec<u8>,
     table: Vec<FlowRecord>,
     dns: Option<BufWriter<std::fs::File>>,
     frames: bool,
@@ -116,9 +118,7 @@ impl Sink for CliSink {
     fn record(&mut self, rec: FlowRecord) {
         match &mut self.json {
             Some(out) => {
-                let r = serde_json::to_writer(&mut *out, &rec)
-                    .map_err(io::Error::other)
-                    .and_then(|()| out.write_all(b"\n"));
+                let r = rec.write_json_to(out, &mut self.scratch);
                 self.keep(r);
             }
             None if self.keep_table => self.table.push(rec),
@@ -342,6 +342,7 @@ fn analyze(a: AnalyzeArgs) -> Result<()> {
             .json
             .then(|| BufWriter::with_capacity(1 << 16, io::stdout())),
         keep_table: !a.no_records,
+        scratch: Vec::with_capacity(4096),
         table: Vec::new(),
         dns,
         frames: a.frames,

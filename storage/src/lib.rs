@@ -4,6 +4,7 @@
 //! product's public schema (JSON lines, Parquet columns and API fields use them as written).
 #![deny(missing_docs)]
 
+mod json;
 mod record;
 
 pub use record::{CloseReason, DnsRecord, FlowRecord, FlowState};

@@ -27,6 +27,23 @@ pub enum CloseReason {
     Interim,
 }
 
+impl CloseReason {
+    /// The snake_case name used in JSON, Parquet and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Unknown => "unknown",
+            CloseReason::Fin => "fin",
+            CloseReason::Rst => "rst",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::StaleTimeout => "stale_timeout",
+            CloseReason::Evicted => "evicted",
+            CloseReason::CaptureEnd => "capture_end",
+            CloseReason::PortReuse => "port_reuse",
+            CloseReason::Interim => "interim",
+        }
+    }
+}
+
 /// A readable verdict on a TCP connection, derived from what was seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -54,6 +71,25 @@ pub enum FlowState {
     Stale,
     /// A UDP or ICMP flow (no TCP state).
     Stateless,
+}
+
+impl FlowState {
+    /// The snake_case name used in JSON, Parquet and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowState::Unknown => "unknown",
+            FlowState::Refused => "refused",
+            FlowState::NoResponse => "no_response",
+            FlowState::IncompleteHandshake => "incomplete_handshake",
+            FlowState::Established => "established",
+            FlowState::Closed => "closed",
+            FlowState::Reset => "reset",
+            FlowState::HalfClosed => "half_closed",
+            FlowState::MidStream => "mid_stream",
+            FlowState::Stale => "stale",
+            FlowState::Stateless => "stateless",
+        }
+    }
 }
 
 /// One connection's metrics. Flat: every field is a top-level JSON field and a Parquet column.
