@@ -260,7 +260,7 @@ const POPULATE_CHUNK: usize = 8 << 20;
 
 /// How much of a mapped file is read before the part behind the read position is dropped
 /// from the process's page tables (a power of two, a multiple of the page size).
-const RELEASE_EVERY: usize = 64 << 20;
+const RELEASE_EVERY: usize = 16 << 20;
 
 /// Drops `map[from..to]` from this process's resident set. The pages stay in the page cache
 /// (a second analysis of the file is still served from memory); without this, the resident
