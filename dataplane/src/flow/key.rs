@@ -64,7 +64,10 @@ impl FlowKey {
         dst: [u8; 16],
         dport: u16,
     ) -> (FlowKey, Direction) {
-        if (src, sport) <= (dst, dport) {
+        // Compare as integers: the same order as the byte arrays (big-endian), without a
+        // byte-wise memcmp per packet.
+        let (s, d) = (u128::from_be_bytes(src), u128::from_be_bytes(dst));
+        if (s, sport) <= (d, dport) {
             let k = FlowKey {
                 addr_a: src,
                 addr_b: dst,
@@ -106,26 +109,12 @@ impl FlowKey {
     #[inline]
     pub fn hash64(&self) -> u64 {
         const K: u64 = 0x9E37_79B9_7F4A_7C15;
-        let w = |b: &[u8; 16], i: usize| {
-            u64::from_le_bytes([
-                b[i],
-                b[i + 1],
-                b[i + 2],
-                b[i + 3],
-                b[i + 4],
-                b[i + 5],
-                b[i + 6],
-                b[i + 7],
-            ])
-        };
-        let mut h =
-            (u64::from(self.proto) << 32) | (u64::from(self.port_a) << 16) | u64::from(self.port_b);
-        for word in [
-            w(&self.addr_a, 0),
-            w(&self.addr_a, 8),
-            w(&self.addr_b, 0),
-            w(&self.addr_b, 8),
-        ] {
+        let a = u128::from_le_bytes(self.addr_a);
+        let b = u128::from_le_bytes(self.addr_b);
+        let mut h = (u64::from(self.proto) << 32)
+            | (u64::from(self.port_a) << 16)
+            | u64::from(self.port_b);
+        for word in [a as u64, (a >> 64) as u64, b as u64, (b >> 64) as u64] {
             h = (h.rotate_left(23) ^ word).wrapping_mul(K);
         }
         // Final avalanche (from splitmix64) so the high bits used for shard choice are mixed.
