@@ -111,9 +111,8 @@ impl FlowKey {
         const K: u64 = 0x9E37_79B9_7F4A_7C15;
         let a = u128::from_le_bytes(self.addr_a);
         let b = u128::from_le_bytes(self.addr_b);
-        let mut h = (u64::from(self.proto) << 32)
-            | (u64::from(self.port_a) << 16)
-            | u64::from(self.port_b);
+        let mut h =
+            (u64::from(self.proto) << 32) | (u64::from(self.port_a) << 16) | u64::from(self.port_b);
         for word in [a as u64, (a >> 64) as u64, b as u64, (b >> 64) as u64] {
             h = (h.rotate_left(23) ^ word).wrapping_mul(K);
         }
