@@ -18,7 +18,7 @@ use tapvault_storage::{CloseReason, DnsRecord, FlowRecord, FlowState};
 use super::{
     desc::{Kind, PacketDesc, is_dns_port},
     dns,
-    key::{Direction, FlowKey, addr_to_string},
+    key::{Direction, FlowKey},
     tcp::{SegmentAnalysis, TcpConn, completeness as cb, flags as af},
 };
 use crate::decode::tcp_flags as th;
@@ -323,16 +323,8 @@ impl Flow {
         let s = self.c2s.flip().idx();
         let cd = self.c2s;
         let key = &self.key;
-        let client_ip = key.addr_string(if cd == Direction::AtoB {
-            Direction::AtoB
-        } else {
-            Direction::BtoA
-        });
-        let server_ip = key.addr_string(if cd == Direction::AtoB {
-            Direction::BtoA
-        } else {
-            Direction::AtoB
-        });
+        let client_ip = key.addr_string(cd);
+        let server_ip = key.addr_string(cd.flip());
         let (client_port, server_port) = if cd == Direction::AtoB {
             (key.port_a, key.port_b)
         } else {
@@ -617,22 +609,8 @@ impl FlowTable {
             sink.dns(DnsRecord {
                 flow_id: rec.flow_id.clone(),
                 query_ts_ns: q.ts,
-                client_ip: addr_to_string(
-                    f.key.ip_version,
-                    if q.dir == Direction::AtoB {
-                        &f.key.addr_a
-                    } else {
-                        &f.key.addr_b
-                    },
-                ),
-                server_ip: addr_to_string(
-                    f.key.ip_version,
-                    if q.dir == Direction::AtoB {
-                        &f.key.addr_b
-                    } else {
-                        &f.key.addr_a
-                    },
-                ),
+                client_ip: f.key.addr_string(q.dir),
+                server_ip: f.key.addr_string(q.dir.flip()),
                 transaction_id: q.id,
                 query_name: q.name,
                 query_type: q.qtype,
@@ -1005,15 +983,11 @@ fn track_dns(f: &mut Flow, d: &PacketDesc, tcp: bool, sink: &mut dyn Sink) {
     }
     let lat = d.ts_ns - q.ts;
     f.dns_latency.add(lat);
-    let (client, server) = match q.dir {
-        Direction::AtoB => (&f.key.addr_a, &f.key.addr_b),
-        Direction::BtoA => (&f.key.addr_b, &f.key.addr_a),
-    };
     sink.dns(DnsRecord {
         flow_id: format!("{:016x}", f.id()),
         query_ts_ns: q.ts,
-        client_ip: addr_to_string(f.key.ip_version, client),
-        server_ip: addr_to_string(f.key.ip_version, server),
+        client_ip: f.key.addr_string(q.dir),
+        server_ip: f.key.addr_string(q.dir.flip()),
         transaction_id: q.id,
         query_name: q.name,
         query_type: q.qtype,
