@@ -217,3 +217,55 @@ fn dns_latency_and_rcodes_match_tshark() {
     assert_eq!(ours, theirs);
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// Handshake-RTT percentiles per time window, from HDR histograms, in the health summary.
+#[test]
+fn handshake_rtt_percentiles_per_window() {
+    let d = tmp();
+    let p = d.join("handshakes.pcap");
+    let (c, s) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let base = 1_700_000_040_000_000_000i64; // a minute boundary
+    let mut frames = Vec::new();
+    // Ten connections in the first minute with iRTT 1..=10 ms, two in the next with 50 ms.
+    for (i, (start, irtt_ms)) in (0..10)
+        .map(|k| (base + k * 1_000_000_000, k + 1))
+        .chain([(base + 61_000_000_000, 50), (base + 62_000_000_000, 50)])
+        .enumerate()
+    {
+        let port = 40_000 + i as u16;
+        frames.push((start, tcp4_frame(c, port, s, 80, 100, 0, 0x02, b"")));
+        frames.push((
+            start + 100_000,
+            tcp4_frame(s, 80, c, port, 900, 101, 0x12, b""),
+        ));
+        frames.push((
+            start + irtt_ms * 1_000_000,
+            tcp4_frame(c, port, s, 80, 101, 901, 0x10, b""),
+        ));
+    }
+    write_pcap(&p, frames);
+    let sj = d.join("summary.json");
+    let (ok, _, err) = run(&[
+        OsStr::new("analyze"),
+        p.as_os_str(),
+        OsStr::new("--no-records"),
+        OsStr::new("--summary-json"),
+        sj.as_os_str(),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&sj).unwrap()).unwrap();
+    let w = v["handshake_rtt_windows"].as_array().expect("windows");
+    assert_eq!(w.len(), 2, "{v}");
+    assert_eq!(w[0]["count"], 10);
+    // HDR histograms keep 3 significant digits: 5 ms is 5000 us (to within 0.1 %).
+    let near = |x: &serde_json::Value, us: u64| {
+        let x = x.as_u64().unwrap();
+        x.abs_diff(us) * 1000 <= us
+    };
+    assert!(near(&w[0]["p50_us"], 5_000), "{}", w[0]);
+    assert!(near(&w[0]["p90_us"], 9_000), "{}", w[0]);
+    assert!(near(&w[0]["p99_us"], 10_000), "{}", w[0]);
+    assert_eq!(w[1]["count"], 2);
+    assert!(near(&w[1]["p50_us"], 50_000), "{}", w[1]);
+    std::fs::remove_dir_all(&d).ok();
+}
