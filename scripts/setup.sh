@@ -2,7 +2,8 @@
 # Installs what tapvault's demo and tests need, idempotently. Sourced by demo.sh and test.sh.
 # Debian packages: tshark (the oracle of the differential tests), tcpdump (captures in the
 # demo and the namespace tests), iproute2 and ethtool (namespaces, veth, qdiscs, offloads),
-# python3 (tshark's ground-truth script). Rust components: rustfmt and clippy.
+# python3 (tshark's ground-truth script). PyPI: pyarrow and duckdb (they read the Parquet
+# files in tests). Rust components: rustfmt and clippy.
 
 tapvault_setup() {
     local pkgs=(tshark tcpdump iproute2 ethtool python3 procps)
@@ -24,6 +25,11 @@ tapvault_setup() {
             apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
                 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
         fi
+    fi
+    # pyarrow and DuckDB read the Parquet flow files in the storage tests.
+    if ! python3 -c 'import pyarrow, duckdb' 2>/dev/null; then
+        echo "setup: installing pyarrow and duckdb (PyPI)" >&2
+        python3 -m pip install --quiet --disable-pip-version-check pyarrow duckdb
     fi
     local have
     have=$(rustup component list --installed 2>/dev/null || true)

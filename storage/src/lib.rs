@@ -8,3 +8,8 @@ mod json;
 mod record;
 
 pub use record::{CloseReason, DnsRecord, FlowRecord, FlowState};
+pub mod parquet;
+pub use crate::parquet::{
+    Error, FlowParquetWriter, ReadStats, Result, WriterOptions, read_flows, read_flows_with_stats,
+    recover,
+};

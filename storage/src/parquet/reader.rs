@@ -1,0 +1,167 @@
+//! Reading flow records of a time range, pruning partitions, files and row groups.
+
+use std::{
+    fs::{self, File},
+    path::{Path, PathBuf},
+};
+
+use ::parquet::{
+    arrow::arrow_reader::ParquetRecordBatchReaderBuilder,
+    file::{metadata::RowGroupMetaData, statistics::Statistics},
+};
+
+use super::{
+    Error, FORMAT_VERSION, FORMAT_VERSION_KEY, Result,
+    layout::{HOUR_NS, flows_dir, parse_date_dir, parse_file_name, parse_hour_dir},
+    schema::from_batch,
+};
+use crate::FlowRecord;
+
+/// What a read opened and skipped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReadStats {
+    /// Files opened.
+    pub files_read: usize,
+    /// Files skipped by their name (they start after the range).
+    pub files_skipped: usize,
+    /// Row groups decoded.
+    pub row_groups_read: usize,
+    /// Row groups skipped by their time statistics.
+    pub row_groups_skipped: usize,
+}
+
+/// The flow records that overlap `[from_ns, to_ns]` (both inclusive: a record overlaps when
+/// `first_seen_ns <= to_ns` and `last_seen_ns >= from_ns`), in file order.
+pub fn read_flows(root: &Path, from_ns: i64, to_ns: i64) -> Result<Vec<FlowRecord>> {
+    read_flows_with_stats(root, from_ns, to_ns).map(|(records, _)| records)
+}
+
+/// [`read_flows`], with counts of what was read and skipped.
+///
+/// Partitions whose hour ends before `from_ns` are not listed (a record lives in the hour of
+/// its `last_seen_ns`). Later partitions are listed but a file is opened only if its name's
+/// start (its smallest `first_seen_ns`) is not after `to_ns`, and within a file a row group
+/// is decoded only if its `first_seen_ns` minimum and `last_seen_ns` maximum allow an
+/// overlap.
+pub fn read_flows_with_stats(
+    root: &Path,
+    from_ns: i64,
+    to_ns: i64,
+) -> Result<(Vec<FlowRecord>, ReadStats)> {
+    let mut stats = ReadStats::default();
+    let mut out = Vec::new();
+    if from_ns > to_ns {
+        return Ok((out, stats));
+    }
+    let from_hour = i128::from(from_ns).div_euclid(i128::from(HOUR_NS));
+    let flows = flows_dir(root);
+    if !flows.is_dir() {
+        return Ok((out, stats));
+    }
+    for (date_path, day) in sorted_entries(&flows, parse_date_dir)? {
+        // The day's last hour ends before `from`.
+        if i128::from(day) * 24 + 23 < from_hour {
+            continue;
+        }
+        for (hour_path, hh) in sorted_entries(&date_path, parse_hour_dir)? {
+            if i128::from(day) * 24 + i128::from(hh) < from_hour {
+                continue;
+            }
+            for (file_path, start) in sorted_entries(&hour_path, parse_file_name)? {
+                if start > to_ns {
+                    stats.files_skipped += 1;
+                    continue;
+                }
+                read_file(&file_path, from_ns, to_ns, &mut out, &mut stats)?;
+            }
+        }
+    }
+    Ok((out, stats))
+}
+
+/// Entries of `dir` whose names `parse` accepts, sorted by the parsed value then the name.
+/// Other names (temporary files, other tools' markers) are ignored.
+fn sorted_entries<T: Ord + Copy>(
+    dir: &Path,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<(PathBuf, T)>> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir).map_err(Error::io("read directory", dir))? {
+        let entry = entry.map_err(Error::io("read directory", dir))?;
+        if let Some(v) = entry.file_name().to_str().and_then(&parse) {
+            entries.push((entry.path(), v));
+        }
+    }
+    entries.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(entries)
+}
+
+fn read_file(
+    path: &Path,
+    from_ns: i64,
+    to_ns: i64,
+    out: &mut Vec<FlowRecord>,
+    stats: &mut ReadStats,
+) -> Result<()> {
+    let rp = |source| Error::ReadParquet {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(Error::io("open", path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(rp)?;
+    stats.files_read += 1;
+    let metadata = builder.metadata().clone();
+    let version = metadata
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|kv| kv.key == FORMAT_VERSION_KEY))
+        .and_then(|kv| kv.value.clone());
+    if let Some(version) = version.filter(|v| v != FORMAT_VERSION) {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_owned(),
+            version,
+        });
+    }
+    let mut row_groups = Vec::new();
+    for (i, rg) in metadata.row_groups().iter().enumerate() {
+        let may_overlap = int64_stat(rg, "first_seen_ns", true).is_none_or(|min| min <= to_ns)
+            && int64_stat(rg, "last_seen_ns", false).is_none_or(|max| max >= from_ns);
+        if may_overlap {
+            row_groups.push(i);
+        } else {
+            stats.row_groups_skipped += 1;
+        }
+    }
+    stats.row_groups_read += row_groups.len();
+    if row_groups.is_empty() {
+        return Ok(());
+    }
+    let reader = builder.with_row_groups(row_groups).build().map_err(rp)?;
+    for batch in reader {
+        let batch = batch.map_err(|source| Error::Arrow {
+            path: path.to_owned(),
+            source,
+        })?;
+        out.extend(
+            from_batch(&batch, path)?
+                .into_iter()
+                .filter(|r| r.first_seen_ns <= to_ns && r.last_seen_ns >= from_ns),
+        );
+    }
+    Ok(())
+}
+
+/// A row group's minimum (`min == true`) or maximum of an INT64 (timestamp) column, when its
+/// statistics hold an exact one.
+fn int64_stat(rg: &RowGroupMetaData, column: &str, min: bool) -> Option<i64> {
+    let chunk = rg
+        .columns()
+        .iter()
+        .find(|c| c.column_descr().name() == column)?;
+    match chunk.statistics()? {
+        Statistics::Int64(s) if min && s.min_is_exact() => s.min_opt().copied(),
+        Statistics::Int64(s) if !min && s.max_is_exact() => s.max_opt().copied(),
+        _ => None,
+    }
+}
