@@ -10,6 +10,41 @@ use crate::decode::{Packet, TcpHeader, Transport};
 /// question of ordinary length.
 pub const SNIPPET_LEN: usize = 128;
 
+/// The TCP header fields the flow shard uses: a slimmer copy of [`TcpHeader`] (no ports,
+/// which are in the key, and no SACK blocks), so the descriptor stays small.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Segment {
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// Segment length (`tcp.len`), from the IP length fields.
+    pub seg_len: u32,
+    /// Flags, see [`crate::decode::tcp_flags`].
+    pub flags: u16,
+    /// Raw (unscaled) window field.
+    pub window: u16,
+    /// Window scale option (raw shift), if present.
+    pub wscale: Option<u8>,
+    /// Timestamps option (TSval, TSecr), if present.
+    pub timestamps: Option<(u32, u32)>,
+}
+
+impl From<&TcpHeader> for Segment {
+    #[inline]
+    fn from(t: &TcpHeader) -> Segment {
+        Segment {
+            seq: t.seq,
+            ack: t.ack,
+            seg_len: t.seg_len,
+            flags: t.flags,
+            window: t.window,
+            wscale: t.options.wscale,
+            timestamps: t.options.timestamps,
+        }
+    }
+}
+
 /// What kind of packet a descriptor describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -63,8 +98,8 @@ pub struct PacketDesc {
     pub vlan: [Option<u16>; 2],
     /// What it is.
     pub kind: Kind,
-    /// The TCP header when `kind == Kind::Tcp`.
-    pub tcp: TcpHeader,
+    /// The TCP header fields when `kind == Kind::Tcp`.
+    pub tcp: Segment,
     /// Start of the payload for DNS (at most [`SNIPPET_LEN`] bytes), otherwise `None`: kept
     /// out of line so the descriptor of an ordinary packet stays small.
     pub snippet: Option<Box<[u8]>>,
@@ -80,7 +115,7 @@ impl PacketDesc {
     /// Builds the descriptor of a decoded packet.
     #[inline]
     pub fn from_packet(frame_no: u64, ts_ns: i64, frame_len: u32, p: &Packet<'_>) -> PacketDesc {
-        let mut tcp = TcpHeader::default();
+        let mut tcp = Segment::default();
         let mut want_snippet = false;
         let (key, dir, kind) = match p.transport {
             Transport::Icmp(i) if i.is_error() && i.quoted.is_some() => {
@@ -101,7 +136,7 @@ impl PacketDesc {
                 let (key, dir) = FlowKey::of_packet(p);
                 let kind = match p.transport {
                     Transport::Tcp(t) => {
-                        tcp = t;
+                        tcp = Segment::from(&t);
                         want_snippet = is_dns_port(t.src_port) || is_dns_port(t.dst_port);
                         Kind::Tcp
                     }

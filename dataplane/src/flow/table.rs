@@ -816,13 +816,13 @@ impl FlowTable {
                     f.syn += 1;
                     if fl & th::ACK != 0 {
                         f.syn_ack += 1;
-                        f.wscale_synack.get_or_insert(h.options.wscale);
+                        f.wscale_synack.get_or_insert(h.wscale);
                         if f.first_synack_ns.is_none() && f.first_syn_ns.is_some() {
                             f.first_synack_ns = Some(d.ts_ns);
                         }
                         f.push_history(dir, b'H');
                     } else {
-                        f.wscale_syn.get_or_insert(h.options.wscale);
+                        f.wscale_syn.get_or_insert(h.wscale);
                         if f.first_syn_ns.is_none() {
                             f.first_syn_ns = Some(d.ts_ns);
                         }
@@ -861,7 +861,7 @@ impl FlowTable {
                     f.push_history(dir, b'W');
                 }
                 // RTT from TCP timestamps: the peer echoing our newest TSval.
-                if let Some((tsval, tsecr)) = h.options.timestamps {
+                if let Some((tsval, tsecr)) = h.timestamps {
                     let ri = dir.flip().idx();
                     if let Some((v, t)) = f.ts_pending[ri]
                         && v == tsecr
@@ -1000,7 +1000,7 @@ fn track_dns(f: &mut Flow, d: &PacketDesc, tcp: bool, sink: &mut dyn Sink) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::TcpHeader;
+    use crate::flow::desc::Segment;
 
     #[derive(Default)]
     struct Collect(Vec<FlowRecord>);
@@ -1043,14 +1043,11 @@ mod tests {
             frame_len: 54 + len,
             vlan: [None; 2],
             kind: Kind::Tcp,
-            tcp: TcpHeader {
-                src_port: sport,
-                dst_port: dport,
+            tcp: Segment {
                 seq,
                 ack,
                 flags: fl,
                 window: 1000,
-                header_len: 20,
                 seg_len: len,
                 ..Default::default()
             },

@@ -8,8 +8,9 @@
 
 use std::collections::VecDeque;
 
+use super::desc::Segment;
 use super::key::Direction;
-use crate::decode::{TcpHeader, tcp_flags as th};
+use crate::decode::tcp_flags as th;
 
 /// `tcp.analysis.*` flags of one segment, as a bit set.
 pub mod flags {
@@ -277,7 +278,7 @@ impl TcpConn {
     /// True if a SYN without ACK in direction `dir` starts a new connection on this 4-tuple
     /// (its ISN differs from the one this direction started with): Wireshark then opens a
     /// new `tcp.stream` flagged `reused_ports`.
-    pub fn is_port_reuse(&self, dir: Direction, h: &TcpHeader) -> bool {
+    pub fn is_port_reuse(&self, dir: Direction, h: &Segment) -> bool {
         let f = &self.dirs[dir.idx()];
         h.flags & (th::SYN | th::ACK) == th::SYN && f.base_set && h.seq != f.base_seq
     }
@@ -289,7 +290,7 @@ impl TcpConn {
     }
 
     /// Analyses one segment sent in direction `dir` at `ts` (ns).
-    pub fn analyze(&mut self, dir: Direction, ts: i64, h: &TcpHeader) -> SegmentAnalysis {
+    pub fn analyze(&mut self, dir: Direction, ts: i64, h: &Segment) -> SegmentAnalysis {
         let mut out = SegmentAnalysis::default();
         let fl = h.flags;
         let (fi, ri) = (dir.idx(), dir.flip().idx());
@@ -372,7 +373,7 @@ impl TcpConn {
         }
 
         // Window scale option (any segment that carries it), then the SYN check.
-        if let Some(s) = h.options.wscale {
+        if let Some(s) = h.wscale {
             self.dirs[fi].win_scale = WinScale::Shift(s.min(14));
         }
         if fl & th::SYN != 0 {
@@ -391,7 +392,7 @@ impl TcpConn {
         fi: usize,
         ri: usize,
         ts: i64,
-        h: &TcpHeader,
+        h: &Segment,
         out: &mut SegmentAnalysis,
     ) {
         let fl = h.flags;
@@ -580,7 +581,6 @@ impl TcpConn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::TcpOptions;
 
     const C: Direction = Direction::AtoB;
     const S: Direction = Direction::BtoA;
@@ -590,17 +590,14 @@ mod tests {
     const RST: u16 = th::RST;
     const MS: i64 = 1_000_000;
 
-    fn h(seq: u32, ack: u32, fl: u16, win: u16, len: u32) -> TcpHeader {
-        TcpHeader {
-            src_port: 1,
-            dst_port: 2,
+    fn h(seq: u32, ack: u32, fl: u16, win: u16, len: u32) -> Segment {
+        Segment {
             seq,
             ack,
             flags: fl,
             window: win,
-            header_len: 20,
-            options: TcpOptions::default(),
             seg_len: len,
+            ..Segment::default()
         }
     }
 
@@ -756,10 +753,10 @@ mod tests {
     fn window_scale_applies_to_window_full() {
         let mut c = TcpConn::default();
         let mut syn = h(1000, 0, SYN, 8192, 0);
-        syn.options.wscale = Some(7);
+        syn.wscale = Some(7);
         c.analyze(C, 0, &syn);
         let mut synack = h(5000, 1001, SYN | ACK, 8192, 0);
-        synack.options.wscale = Some(2);
+        synack.wscale = Some(2);
         c.analyze(S, MS, &synack);
         c.analyze(C, 2 * MS, &h(1001, 5001, ACK, 100, 0));
         c.analyze(S, 3 * MS, &h(5001, 1001, ACK, 100, 0)); // 100 << 2 = 400 bytes
