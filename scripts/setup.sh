@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what tapvault's demo and tests need, idempotently. Sourced by demo.sh and test.sh.
-# Debian packages: tshark (the oracle of the differential tests), tcpdump (captures in the
+# Debian packages: tshark (the oracle of the differential tests, and a reader of stored
+# segments), zstd (restores stored segments in tests), tcpdump (captures in the
 # demo and the namespace tests), iproute2 and ethtool (namespaces, veth, qdiscs, offloads),
 # python3 (tshark's ground-truth script). PyPI: pyarrow and duckdb (they read the Parquet
 # files in tests). Rust components: rustfmt and clippy.
 
 tapvault_setup() {
-    local pkgs=(tshark tcpdump iproute2 ethtool python3 procps)
+    local pkgs=(tshark tcpdump iproute2 ethtool python3 procps zstd)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 mod json;
+mod partition;
 mod record;
 
 pub use record::{CloseReason, DnsRecord, FlowRecord, FlowState};
@@ -13,3 +14,5 @@ pub use crate::parquet::{
     Error, FlowParquetWriter, ReadStats, Result, WriterOptions, read_flows, read_flows_with_stats,
     recover,
 };
+pub mod pcap;
+pub use crate::pcap::{PcapError, SegmentOptions, SegmentReader, SegmentWriter};

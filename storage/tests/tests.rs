@@ -3,3 +3,6 @@
 
 // Parquet flow store: round trips, partitions, pruning, atomic publication, pyarrow/DuckDB.
 mod parquet;
+
+// Packet spill segments: seekable zstd pcap, index, extraction by time and flow, zstd/tshark.
+mod pcap;
