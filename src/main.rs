@@ -61,6 +61,10 @@ struct AnalyzeArgs {
     /// Write the capture health summary as JSON to this file.
     #[arg(long, value_name = "PATH")]
     summary_json: Option<PathBuf>,
+    /// Also store every flow record as Parquet under DIR/flows/date=YYYY-MM-DD/hour=HH/
+    /// (the storage layout the API reads).
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
     /// Write DNS transactions as JSON lines to this file.
     #[arg(long, value_name = "PATH")]
     dns_json: Option<PathBuf>,
@@ -105,6 +109,8 @@ struct CliSink {
     keep_table: bool,
     /// Scratch buffer for one JSON line.
     scratch: Vec<u8>,
+    parquet: Option<tapvault_storage::FlowParquetWriter>,
+    store_err: Option<tapvault_storage::Error>,
     table: Vec<TableRow>,
     dns: Option<BufWriter<std::fs::File>>,
     frames: bool,
@@ -121,6 +127,11 @@ impl CliSink {
 
 impl Sink for CliSink {
     fn record(&mut self, rec: FlowRecord) {
+        if let Some(w) = &mut self.parquet {
+            if let Err(e) = w.write(rec.clone()) {
+                self.store_err.get_or_insert(e);
+            }
+        }
         match &mut self.json {
             Some(out) => {
                 let r = rec.write_json_to(out, &mut self.scratch);
@@ -356,12 +367,32 @@ fn analyze(a: AnalyzeArgs) -> Result<()> {
         )),
         None => None,
     };
+    let parquet = match &a.store {
+        Some(dir) => {
+            let removed = tapvault_storage::recover(dir)
+                .with_context(|| format!("cannot recover `{}`", dir.display()))?;
+            for p in removed {
+                eprintln!("tapvault: removed incomplete file {}", p.display());
+            }
+            Some(
+                tapvault_storage::FlowParquetWriter::new(
+                    dir,
+                    "analyze",
+                    tapvault_storage::WriterOptions::default(),
+                )
+                .with_context(|| format!("cannot write flows under `{}`", dir.display()))?,
+            )
+        }
+        None => None,
+    };
     let mut sink = CliSink {
         json: a
             .json
             .then(|| BufWriter::with_capacity(1 << 16, io::stdout())),
         keep_table: !a.no_records,
         scratch: Vec::with_capacity(4096),
+        parquet,
+        store_err: None,
         table: Vec::new(),
         dns,
         frames: a.frames,
@@ -400,6 +431,20 @@ fn analyze(a: AnalyzeArgs) -> Result<()> {
         && e.kind() != io::ErrorKind::BrokenPipe
     {
         return Err(e).context("failed to write output");
+    }
+    if let Some(e) = sink.store_err.take() {
+        return Err(e).context("failed to store flow records");
+    }
+    if let Some(w) = sink.parquet.take() {
+        let files = w.close().context("failed to store flow records")?;
+        eprintln!(
+            "tapvault: stored flow records in {} Parquet file(s) under {}",
+            files.len(),
+            a.store
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        );
     }
     if let Some(p) = &a.summary_json {
         std::fs::write(p, serde_json::to_vec_pretty(&health_json(&health))?)

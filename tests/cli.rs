@@ -269,3 +269,48 @@ fn handshake_rtt_percentiles_per_window() {
     assert!(near(&w[1]["p50_us"], 50_000), "{}", w[1]);
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// `--store DIR` writes every record as Parquet; reading the store back gives exactly the
+/// records printed as JSON.
+#[test]
+fn store_writes_the_same_records_as_parquet() {
+    let Some(shared) = crate::util::shared_dir() else {
+        return;
+    };
+    let cap = shared.join("testdata/captures/ssh.pcap");
+    let d = tmp();
+    let store = d.join("store");
+    let (ok, out, err) = run(&[
+        OsStr::new("analyze"),
+        cap.as_os_str(),
+        OsStr::new("--json"),
+        OsStr::new("--store"),
+        store.as_os_str(),
+    ]);
+    assert!(ok, "{err}");
+    let mut printed: Vec<tapvault_storage::FlowRecord> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a record"))
+        .collect();
+    let mut stored = tapvault_storage::read_flows(&store, i64::MIN, i64::MAX).expect("read");
+    printed.sort_by(|a, b| a.flow_id.cmp(&b.flow_id));
+    stored.sort_by(|a, b| a.flow_id.cmp(&b.flow_id));
+    assert!(printed.len() >= 23, "{} records", printed.len());
+    assert_eq!(printed.len(), stored.len());
+    for (p, s) in printed.iter().zip(&stored) {
+        let (pv, sv) = (
+            serde_json::to_value(p).unwrap(),
+            serde_json::to_value(s).unwrap(),
+        );
+        let diff: Vec<String> = pv
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, v)| sv[k.as_str()] != **v)
+            .map(|(k, v)| format!("{k}: json {v} parquet {}", sv[k.as_str()]))
+            .collect();
+        assert!(diff.is_empty(), "flow {}: {diff:?}", p.flow_id);
+    }
+    assert!(store.join("flows").is_dir());
+    std::fs::remove_dir_all(&d).ok();
+}
