@@ -127,10 +127,10 @@ impl CliSink {
 
 impl Sink for CliSink {
     fn record(&mut self, rec: FlowRecord) {
-        if let Some(w) = &mut self.parquet {
-            if let Err(e) = w.write(rec.clone()) {
-                self.store_err.get_or_insert(e);
-            }
+        if let Some(w) = &mut self.parquet
+            && let Err(e) = w.write(rec.clone())
+        {
+            self.store_err.get_or_insert(e);
         }
         match &mut self.json {
             Some(out) => {
