@@ -16,3 +16,8 @@ pub use crate::parquet::{
 };
 pub mod pcap;
 pub use crate::pcap::{PcapError, SegmentOptions, SegmentReader, SegmentWriter};
+pub mod retention;
+pub use crate::retention::{
+    DeleteReason, DeletedFile, KindReport, RetentionError, RetentionPolicy, RetentionReport,
+    StoreKind,
+};

@@ -40,6 +40,23 @@ pub(crate) fn parse_hour_dir(name: &str) -> Option<i64> {
     (0..HOURS_PER_DAY).contains(&h).then_some(h)
 }
 
+/// Entries of `dir` whose names `parse` accepts, sorted by the parsed value then the name.
+/// Other names (temporary files, indexes, other tools' markers) are ignored.
+pub(crate) fn sorted_entries<T: Ord + Copy>(
+    dir: &Path,
+    parse: impl Fn(&str) -> Option<T>,
+) -> std::io::Result<Vec<(PathBuf, T)>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(v) = entry.file_name().to_str().and_then(&parse) {
+            entries.push((entry.path(), v));
+        }
+    }
+    entries.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(entries)
+}
+
 /// Whether a writer id keeps file names unambiguous (`<start-ns>-<writer-id>.<ext>`).
 pub(crate) fn valid_writer_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')

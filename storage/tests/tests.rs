@@ -6,3 +6,6 @@ mod parquet;
 
 // Packet spill segments: seekable zstd pcap, index, extraction by time and flow, zstd/tshark.
 mod pcap;
+
+// Retention: byte and age limits per store, oldest first, segment and index together.
+mod retention;

@@ -1,9 +1,6 @@
 //! Reading flow records of a time range, pruning partitions, files and row groups.
 
-use std::{
-    fs::{self, File},
-    path::{Path, PathBuf},
-};
+use std::{fs::File, path::Path};
 
 use ::parquet::{
     arrow::arrow_reader::ParquetRecordBatchReaderBuilder,
@@ -15,7 +12,7 @@ use super::{
     layout::{HOUR_NS, flows_dir, parse_date_dir, parse_file_name, parse_hour_dir},
     schema::from_batch,
 };
-use crate::FlowRecord;
+use crate::{FlowRecord, partition::sorted_entries};
 
 /// What a read opened and skipped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,16 +56,22 @@ pub fn read_flows_with_stats(
     if !flows.is_dir() {
         return Ok((out, stats));
     }
-    for (date_path, day) in sorted_entries(&flows, parse_date_dir)? {
+    for (date_path, day) in sorted_entries(&flows, parse_date_dir)
+        .map_err(Error::io("read directory", flows.as_path()))?
+    {
         // The day's last hour ends before `from`.
         if i128::from(day) * 24 + 23 < from_hour {
             continue;
         }
-        for (hour_path, hh) in sorted_entries(&date_path, parse_hour_dir)? {
+        for (hour_path, hh) in sorted_entries(&date_path, parse_hour_dir)
+            .map_err(Error::io("read directory", date_path.as_path()))?
+        {
             if i128::from(day) * 24 + i128::from(hh) < from_hour {
                 continue;
             }
-            for (file_path, start) in sorted_entries(&hour_path, parse_file_name)? {
+            for (file_path, start) in sorted_entries(&hour_path, parse_file_name)
+                .map_err(Error::io("read directory", hour_path.as_path()))?
+            {
                 if start > to_ns {
                     stats.files_skipped += 1;
                     continue;
@@ -78,23 +81,6 @@ pub fn read_flows_with_stats(
         }
     }
     Ok((out, stats))
-}
-
-/// Entries of `dir` whose names `parse` accepts, sorted by the parsed value then the name.
-/// Other names (temporary files, other tools' markers) are ignored.
-fn sorted_entries<T: Ord + Copy>(
-    dir: &Path,
-    parse: impl Fn(&str) -> Option<T>,
-) -> Result<Vec<(PathBuf, T)>> {
-    let mut entries = Vec::new();
-    for entry in fs::read_dir(dir).map_err(Error::io("read directory", dir))? {
-        let entry = entry.map_err(Error::io("read directory", dir))?;
-        if let Some(v) = entry.file_name().to_str().and_then(&parse) {
-            entries.push((entry.path(), v));
-        }
-    }
-    entries.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-    Ok(entries)
 }
 
 fn read_file(

@@ -11,6 +11,7 @@ use super::{
     format::{PCAP_HEADER_LEN, SegmentIndex, parse_record, pcap_header},
     layout::{HOUR_NS, index_path, parse_date_dir, parse_hour_dir, parse_segment_name, pcap_dir},
 };
+use crate::partition::sorted_entries;
 
 /// What a read opened and skipped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -163,15 +164,21 @@ pub fn read_packets(
         // A segment's packets lie in [its hour's start, its hour's end + MAX_SEGMENT_SPAN_NS).
         let usable =
             |h: i128| h * hour <= to && (h + 1) * hour + i128::from(MAX_SEGMENT_SPAN_NS) > from;
-        for (date_path, day) in sorted_entries(&dir, parse_date_dir)? {
+        for (date_path, day) in sorted_entries(&dir, parse_date_dir)
+            .map_err(PcapError::io("read directory", dir.as_path()))?
+        {
             if !(0..24).any(|hh| usable(i128::from(day) * 24 + hh)) {
                 continue;
             }
-            for (hour_path, hh) in sorted_entries(&date_path, parse_hour_dir)? {
+            for (hour_path, hh) in sorted_entries(&date_path, parse_hour_dir)
+                .map_err(PcapError::io("read directory", date_path.as_path()))?
+            {
                 if !usable(i128::from(day) * 24 + i128::from(hh)) {
                     continue;
                 }
-                for (path, start) in sorted_entries(&hour_path, parse_segment_name)? {
+                for (path, start) in sorted_entries(&hour_path, parse_segment_name)
+                    .map_err(PcapError::io("read directory", hour_path.as_path()))?
+                {
                     if start > to_ns {
                         stats.segments_skipped += 1;
                         continue;
@@ -216,21 +223,4 @@ pub fn read_packets(
     }
     stats.packets = records.len();
     Ok((out, stats))
-}
-
-/// Entries of `dir` whose names `parse` accepts, sorted by the parsed value then the name.
-/// Other names (temporary files, indexes, other tools' markers) are ignored.
-fn sorted_entries<T: Ord + Copy>(
-    dir: &Path,
-    parse: impl Fn(&str) -> Option<T>,
-) -> Result<Vec<(PathBuf, T)>> {
-    let mut entries = Vec::new();
-    for entry in fs::read_dir(dir).map_err(PcapError::io("read directory", dir))? {
-        let entry = entry.map_err(PcapError::io("read directory", dir))?;
-        if let Some(v) = entry.file_name().to_str().and_then(&parse) {
-            entries.push((entry.path(), v));
-        }
-    }
-    entries.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-    Ok(entries)
 }
