@@ -303,14 +303,16 @@ impl Flow {
         if self.fin_dir[0] || self.fin_dir[1] {
             return FlowState::HalfClosed;
         }
-        if reason == CloseReason::StaleTimeout {
-            return FlowState::Stale;
-        }
+        // A handshake that never finished says more than "stale", whatever closed the record
+        // (`close_reason` still tells a stale timeout).
         if saw_syn && self.syn_ack == 0 && self.payload == [0, 0] {
             return FlowState::NoResponse;
         }
         if self.syn_ack > 0 && self.tcp.first_rtt_ns.is_none() && c & cb::DATA == 0 {
             return FlowState::IncompleteHandshake;
+        }
+        if reason == CloseReason::StaleTimeout {
+            return FlowState::Stale;
         }
         if saw_syn || self.syn_ack > 0 {
             return FlowState::Established;
@@ -1101,17 +1103,31 @@ mod tests {
         let mut t = FlowTable::new(&cfg(100), 100);
         let mut out = Collect::default();
         t.process(&seg(0, 1, 1000, 2, 80, 1, 0, th::SYN, 0), &mut out);
+        // Data one way only: half-open, goes stale.
+        t.process(&seg(0, 5, 1000, 6, 80, 1, 0, th::ACK, 5), &mut out);
         t.process(&seg(0, 3, 1000, 4, 80, 1, 0, th::ACK, 5), &mut out);
         t.process(&seg(1, 4, 80, 3, 1000, 9, 6, th::ACK, 5), &mut out);
         t.expire(11 * S, &mut out);
-        assert_eq!(out.0.len(), 1);
-        assert_eq!(out.0[0].close_reason, CloseReason::StaleTimeout);
-        assert_eq!(out.0[0].state, FlowState::Stale);
-        t.expire(302 * S, &mut out);
         assert_eq!(out.0.len(), 2);
-        assert_eq!(out.0[1].close_reason, CloseReason::IdleTimeout);
-        assert_eq!(out.0[1].state, FlowState::MidStream);
-        assert_eq!(t.stats().stale_timeouts, 1);
+        assert!(
+            out.0
+                .iter()
+                .all(|r| r.close_reason == CloseReason::StaleTimeout)
+        );
+        let by_port = |p: u16| {
+            out.0
+                .iter()
+                .find(|r| r.client_port == 1000 && r.server_ip.ends_with(&p.to_string()))
+                .unwrap()
+                .state
+        };
+        assert_eq!(by_port(2), FlowState::NoResponse);
+        assert_eq!(by_port(6), FlowState::Stale);
+        t.expire(302 * S, &mut out);
+        assert_eq!(out.0.len(), 3);
+        assert_eq!(out.0[2].close_reason, CloseReason::IdleTimeout);
+        assert_eq!(out.0[2].state, FlowState::MidStream);
+        assert_eq!(t.stats().stale_timeouts, 2);
         assert_eq!(t.stats().idle_timeouts, 1);
     }
 
