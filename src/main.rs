@@ -127,11 +127,6 @@ impl CliSink {
 
 impl Sink for CliSink {
     fn record(&mut self, rec: FlowRecord) {
-        if let Some(w) = &mut self.parquet
-            && let Err(e) = w.write(rec.clone())
-        {
-            self.store_err.get_or_insert(e);
-        }
         match &mut self.json {
             Some(out) => {
                 let r = rec.write_json_to(out, &mut self.scratch);
@@ -139,6 +134,12 @@ impl Sink for CliSink {
             }
             None if self.keep_table => self.table.push(table_row(&rec)),
             None => {}
+        }
+        // Last, so the record moves into the store without a copy.
+        if let Some(w) = &mut self.parquet
+            && let Err(e) = w.write(rec)
+        {
+            self.store_err.get_or_insert(e);
         }
     }
     fn dns(&mut self, rec: DnsRecord) {

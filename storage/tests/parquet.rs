@@ -2,9 +2,9 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::Command,
-    sync::atomic::{AtomicU32, Ordering},
 };
 
+use crate::util::TempDir;
 use tapvault_storage::{
     CloseReason, FlowParquetWriter, FlowRecord, FlowState, WriterOptions, read_flows,
     read_flows_with_stats, recover,
@@ -14,29 +14,6 @@ use tapvault_storage::{
 const T0: i64 = 1_699_999_200_000_000_000;
 const HOUR: i64 = 3_600_000_000_000;
 const SEC: i64 = 1_000_000_000;
-
-/// A fresh directory under the target's temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tapvault-parquet-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A record with every field set, the optional ones alternating between `Some` and `None`.
 fn full(i: u64, first: i64, last: i64) -> FlowRecord {

@@ -2,9 +2,9 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::Command,
-    sync::atomic::{AtomicU32, Ordering},
 };
 
+use crate::util::TempDir;
 use tapvault_storage::{
     PcapError, SegmentOptions, SegmentReader, SegmentWriter,
     pcap::{self, read_packets},
@@ -14,29 +14,6 @@ use tapvault_storage::{
 const T0: i64 = 1_700_002_790_000_000_000;
 const SEC: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
-
-/// A fresh directory under the target's temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tapvault-pcap-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 #[derive(Clone, Debug)]
 struct Pkt {

@@ -3,9 +3,9 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU32, Ordering},
 };
 
+use crate::util::TempDir;
 use tapvault_storage::retention::{
     DeleteReason, RetentionError, RetentionPolicy, StoreKind, enforce,
 };
@@ -13,29 +13,6 @@ use tapvault_storage::retention::{
 const HOUR: i64 = 3_600_000_000_000;
 /// 2023-11-14 is day 19675 since the epoch.
 const DAY: i64 = 19_675;
-
-/// A fresh directory under the target's temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tapvault-retention-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Start of hour `hh` of 2023-11-14 (hh may reach into the next day).
 fn hour_start(hh: i64) -> i64 {

@@ -1,6 +1,9 @@
 //! tapvault-storage's integration tests: one binary, one module per area (as ripgrep's
 //! `tests/tests.rs`).
 
+/// Shared helpers (temporary directories).
+mod util;
+
 // Parquet flow store: round trips, partitions, pruning, atomic publication, pyarrow/DuckDB.
 mod parquet;
 
