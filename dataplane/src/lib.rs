@@ -9,4 +9,5 @@ pub mod decode;
 pub mod defrag;
 pub mod engine;
 pub mod flow;
+pub mod live;
 pub mod source;
