@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tapvault_config::FlowConfig;
 use tapvault_dataplane::{
-    decode::Malformed,
+    decode::{LinkType, Malformed},
     engine::{self, AnalyzeOptions, Health},
     flow::{table::Sink, tcp::flags as af},
 };
@@ -61,10 +61,14 @@ struct AnalyzeArgs {
     /// Write the capture health summary as JSON to this file.
     #[arg(long, value_name = "PATH")]
     summary_json: Option<PathBuf>,
-    /// Also store every flow record as Parquet under DIR/flows/date=YYYY-MM-DD/hour=HH/
-    /// (the storage layout the API reads).
+    /// Also store every flow record as Parquet under DIR/flows/date=YYYY-MM-DD/hour=HH/ and
+    /// every frame in zstd pcap segments under DIR/pcap/... (the storage layout the API
+    /// reads).
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
+    /// With --store, store only the flow records, not the packets.
+    #[arg(long, requires = "store")]
+    no_pcap: bool,
     /// Write DNS transactions as JSON lines to this file.
     #[arg(long, value_name = "PATH")]
     dns_json: Option<PathBuf>,
@@ -102,6 +106,73 @@ struct AnalyzeArgs {
     /// Print no flow records, only the health summary (for very large captures and tests).
     #[arg(long, conflicts_with = "json")]
     no_records: bool,
+}
+
+/// `analyze --store`: every frame into pcap segments, one writer per link type (a segment
+/// has one), indexed by flow hash.
+struct StoreSpill {
+    root: PathBuf,
+    writers: Vec<(u32, tapvault_storage::SegmentWriter)>,
+    segments: usize,
+    err: Option<tapvault_storage::PcapError>,
+}
+
+impl StoreSpill {
+    fn new(root: &std::path::Path) -> StoreSpill {
+        StoreSpill {
+            root: root.to_path_buf(),
+            writers: Vec::new(),
+            segments: 0,
+            err: None,
+        }
+    }
+
+    fn writer(
+        &mut self,
+        linktype: u32,
+    ) -> Result<&mut tapvault_storage::SegmentWriter, tapvault_storage::PcapError> {
+        let i = match self.writers.iter().position(|(l, _)| *l == linktype) {
+            Some(i) => i,
+            None => {
+                let w = tapvault_storage::SegmentWriter::new(
+                    &self.root,
+                    &format!("analyze_lt{linktype}"),
+                    tapvault_storage::SegmentOptions::default()
+                        .link_type(linktype)
+                        .snap_len(tapvault_storage::pcap::MAX_SNAP_LEN),
+                )?;
+                self.writers.push((linktype, w));
+                self.writers.len() - 1
+            }
+        };
+        Ok(&mut self.writers[i].1)
+    }
+
+    /// Publishes the open segments; the number of segments written in all.
+    fn finish(mut self) -> Result<usize, tapvault_storage::PcapError> {
+        if let Some(e) = self.err.take() {
+            return Err(e);
+        }
+        for (_, w) in std::mem::take(&mut self.writers) {
+            self.segments += usize::from(w.close()?.is_some());
+        }
+        Ok(self.segments)
+    }
+}
+
+impl engine::PacketSpill for StoreSpill {
+    fn packet(&mut self, linktype: LinkType, ts_ns: i64, orig_len: u32, data: &[u8], flow: u64) {
+        if self.err.is_some() {
+            return;
+        }
+        let r = self
+            .writer(linktype.0)
+            .and_then(|w| w.write(ts_ns, orig_len, data, flow));
+        match r {
+            Ok(published) => self.segments += usize::from(published.is_some()),
+            Err(e) => self.err = Some(e),
+        }
+    }
 }
 
 struct CliSink {
@@ -415,8 +486,28 @@ fn analyze(a: AnalyzeArgs) -> Result<()> {
             pb.set_position(done);
         }
     };
-    let health = engine::analyze_file(&a.file, &opts, &mut sink, &mut progress)
-        .with_context(|| format!("analysis of `{}` failed", a.file.display()))?;
+    let mut spill = match &a.store {
+        Some(dir) if !a.no_pcap => Some(StoreSpill::new(dir)),
+        _ => None,
+    };
+    let health = engine::analyze_file_spill(
+        &a.file,
+        &opts,
+        &mut sink,
+        spill.as_mut().map(|s| s as &mut dyn engine::PacketSpill),
+        &mut progress,
+    )
+    .with_context(|| format!("analysis of `{}` failed", a.file.display()))?;
+    if let Some(s) = spill {
+        let segments = s.finish().context("failed to store packets")?;
+        eprintln!(
+            "tapvault: stored packets in {segments} pcap segment(s) under {}",
+            a.store
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        );
+    }
     if let Some(pb) = &bar {
         pb.finish_and_clear();
     }

@@ -216,12 +216,33 @@ fn rtt_windows(tables: &[&FlowTable]) -> Vec<RttWindow> {
         .collect()
 }
 
+/// Receives every frame read, with the symmetric flow hash ([`FlowKey::hash64`]) of the
+/// connection it belongs to, on the reading thread and in file order: the hook the packet
+/// store hangs on.
+pub trait PacketSpill {
+    /// One frame: its link type, time, length on the wire, captured bytes, and flow hash
+    /// (0 for frames that belong to no flow: not IP, malformed, or an IP fragment that does
+    /// not complete a datagram).
+    fn packet(&mut self, linktype: LinkType, ts_ns: i64, orig_len: u32, data: &[u8], flow: u64);
+}
+
 /// Runs a capture file through decode and the flow shards, handing every record to `sink`.
 /// `progress` is called now and then with (bytes consumed, total bytes) of the file.
 pub fn analyze_file<S: Sink + Send>(
     path: &Path,
     opts: &AnalyzeOptions,
     sink: &mut S,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Health, Error> {
+    analyze_file_spill(path, opts, sink, None, progress)
+}
+
+/// [`analyze_file`], also handing every frame to `spill` (see [`PacketSpill`]).
+pub fn analyze_file_spill<S: Sink + Send>(
+    path: &Path,
+    opts: &AnalyzeOptions,
+    sink: &mut S,
+    mut spill: Option<&mut dyn PacketSpill>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Health, Error> {
     opts.flow.validate()?;
@@ -268,7 +289,7 @@ pub fn analyze_file<S: Sink + Send>(
                 table: Box::new(FlowTable::new(&opts.flow, per_shard)),
                 sink: chan_sink(out_tx),
             };
-            let res = read_all(&mut cap, &mut dispatch, &mut health, progress);
+            let res = read_all(&mut cap, &mut dispatch, &mut health, spill.take(), progress);
             if let Dispatch::Inline { table, sink } = &mut dispatch {
                 table.flush(sink);
                 sink.flush();
@@ -314,7 +335,7 @@ pub fn analyze_file<S: Sink + Send>(
             recycle: recycle_rx,
             batches: (0..shards).map(|_| Vec::with_capacity(BATCH)).collect(),
         };
-        let res = read_all(&mut cap, &mut dispatch, &mut health, progress);
+        let res = read_all(&mut cap, &mut dispatch, &mut health, spill.take(), progress);
         if let Dispatch::Threads { txs, batches, .. } = dispatch {
             for (tx, b) in txs.iter().zip(batches) {
                 if !b.is_empty() {
@@ -346,6 +367,7 @@ fn read_all(
     cap: &mut CaptureFile,
     dispatch: &mut Dispatch,
     health: &mut Health,
+    mut spill: Option<&mut dyn PacketSpill>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), Error> {
     let mut frame_no = 0u64;
@@ -354,6 +376,7 @@ fn read_all(
         frame_no += 1;
         health.frames += 1;
         health.bytes += u64::from(frame.orig_len);
+        let mut flow = 0u64;
         match decode::decode(frame.linktype, frame.data) {
             Decoded::Ip(p) if matches!(p.transport, Transport::Fragment) => {
                 health.ip_packets += 1;
@@ -372,12 +395,14 @@ fn read_all(
                                 }
                             }
                             whole.encap |= p.encap;
-                            dispatch.send(PacketDesc::from_packet(
+                            let d = PacketDesc::from_packet(
                                 frame_no,
                                 frame.ts_ns,
                                 frame.orig_len,
                                 &whole,
-                            ));
+                            );
+                            flow = d.hash;
+                            dispatch.send(d);
                         }
                         Decoded::Malformed(m) => health.malformed[m.index()] += 1,
                         Decoded::NotIp(_) | Decoded::UnsupportedLinkType(_) => {}
@@ -386,16 +411,22 @@ fn read_all(
             }
             Decoded::Ip(p) => {
                 health.ip_packets += 1;
-                dispatch.send(PacketDesc::from_packet(
-                    frame_no,
-                    frame.ts_ns,
-                    frame.orig_len,
-                    &p,
-                ));
+                let d = PacketDesc::from_packet(frame_no, frame.ts_ns, frame.orig_len, &p);
+                flow = d.hash;
+                dispatch.send(d);
             }
             Decoded::NotIp(_) => health.not_ip += 1,
             Decoded::Malformed(m) => health.malformed[m.index()] += 1,
             Decoded::UnsupportedLinkType(_) => health.unsupported_linktype += 1,
+        }
+        if let Some(s) = spill.as_deref_mut() {
+            s.packet(
+                frame.linktype,
+                frame.ts_ns,
+                frame.orig_len,
+                frame.data,
+                flow,
+            );
         }
         if frame_no & 0xffff == 0 {
             let (done, total) = cap.progress();

@@ -141,6 +141,39 @@ impl FlowKey {
     }
 }
 
+impl FlowKey {
+    /// The key of a stored flow record, from its protocol, version, addresses and ports:
+    /// what links a record to its packets in the pcap store (whose index holds
+    /// [`FlowKey::hash64`] per packet). `None` when a field does not parse.
+    pub fn of_record(rec: &tapvault_storage::FlowRecord) -> Option<FlowKey> {
+        let proto = match rec.proto.as_str() {
+            "tcp" => 6,
+            "udp" => 17,
+            "icmp" => 1,
+            "icmpv6" => 58,
+            "sctp" => 132,
+            "gre" => 47,
+            "esp" => 50,
+            other => other.parse().ok()?,
+        };
+        let addr = |s: &str| -> Option<[u8; 16]> {
+            Some(match s.parse::<std::net::IpAddr>().ok()? {
+                std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                std::net::IpAddr::V6(a) => a.octets(),
+            })
+        };
+        let (key, _) = FlowKey::new(
+            rec.ip_version,
+            proto,
+            addr(&rec.client_ip)?,
+            rec.client_port,
+            addr(&rec.server_ip)?,
+            rec.server_port,
+        );
+        Some(key)
+    }
+}
+
 /// Formats an address stored in 16 bytes (IPv4-mapped for version 4).
 pub fn addr_to_string(ip_version: u8, a: &[u8; 16]) -> String {
     let v6 = std::net::Ipv6Addr::from(*a);
