@@ -363,6 +363,85 @@ pub fn analyze_file_spill<S: Sink + Send>(
     })
 }
 
+/// Decodes frames into descriptors, reassembling IP fragments on the way: the per-frame
+/// work shared by file analysis and live capture workers.
+#[derive(Default)]
+pub(crate) struct FrameDecoder {
+    defrag: Defrag,
+    /// Frames decoded to an IP packet.
+    pub(crate) ip_packets: u64,
+    /// Well-formed frames without IP.
+    pub(crate) not_ip: u64,
+    /// Malformed frames by reason.
+    pub(crate) malformed: [u64; Malformed::ALL.len()],
+    /// Frames of an unknown link type.
+    pub(crate) unsupported_linktype: u64,
+}
+
+impl FrameDecoder {
+    /// Decodes one frame. `None` when it yields nothing for the flow shards (not IP,
+    /// malformed, or a fragment that does not complete a datagram); counted either way.
+    #[inline]
+    pub(crate) fn frame(
+        &mut self,
+        frame_no: u64,
+        linktype: LinkType,
+        ts_ns: i64,
+        orig_len: u32,
+        data: &[u8],
+    ) -> Option<PacketDesc> {
+        match decode::decode(linktype, data) {
+            Decoded::Ip(p) if matches!(p.transport, Transport::Fragment) => {
+                self.ip_packets += 1;
+                // Like Wireshark, analyse a fragmented datagram once, in the frame that
+                // completes it.
+                let dgram = self.defrag.push(ts_ns, &p)?;
+                match decode::decode(LinkType::RAW, dgram) {
+                    Decoded::Ip(mut whole) => {
+                        // The first two tags seen: the fragment's (outer) ones, then those
+                        // found inside the reassembled datagram.
+                        let inner = whole.vlan;
+                        whole.vlan = p.vlan;
+                        for id in inner.into_iter().flatten() {
+                            if let Some(slot) = whole.vlan.iter_mut().find(|v| v.is_none()) {
+                                *slot = Some(id);
+                            }
+                        }
+                        whole.encap |= p.encap;
+                        Some(PacketDesc::from_packet(frame_no, ts_ns, orig_len, &whole))
+                    }
+                    Decoded::Malformed(m) => {
+                        self.malformed[m.index()] += 1;
+                        None
+                    }
+                    Decoded::NotIp(_) | Decoded::UnsupportedLinkType(_) => None,
+                }
+            }
+            Decoded::Ip(p) => {
+                self.ip_packets += 1;
+                Some(PacketDesc::from_packet(frame_no, ts_ns, orig_len, &p))
+            }
+            Decoded::NotIp(_) => {
+                self.not_ip += 1;
+                None
+            }
+            Decoded::Malformed(m) => {
+                self.malformed[m.index()] += 1;
+                None
+            }
+            Decoded::UnsupportedLinkType(_) => {
+                self.unsupported_linktype += 1;
+                None
+            }
+        }
+    }
+
+    /// IP reassembly counters.
+    pub(crate) fn defrag_stats(&self) -> DefragStats {
+        self.defrag.stats()
+    }
+}
+
 fn read_all(
     cap: &mut CaptureFile,
     dispatch: &mut Dispatch,
@@ -371,53 +450,21 @@ fn read_all(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), Error> {
     let mut frame_no = 0u64;
-    let mut defrag = Defrag::default();
+    let mut dec = FrameDecoder::default();
     while let Some(frame) = cap.next_frame()? {
         frame_no += 1;
         health.frames += 1;
         health.bytes += u64::from(frame.orig_len);
         let mut flow = 0u64;
-        match decode::decode(frame.linktype, frame.data) {
-            Decoded::Ip(p) if matches!(p.transport, Transport::Fragment) => {
-                health.ip_packets += 1;
-                // Like Wireshark, analyse a fragmented datagram once, in the frame that
-                // completes it.
-                if let Some(dgram) = defrag.push(frame.ts_ns, &p) {
-                    match decode::decode(LinkType::RAW, dgram) {
-                        Decoded::Ip(mut whole) => {
-                            // The first two tags seen: the fragment's (outer) ones, then those
-                            // found inside the reassembled datagram.
-                            let inner = whole.vlan;
-                            whole.vlan = p.vlan;
-                            for id in inner.into_iter().flatten() {
-                                if let Some(slot) = whole.vlan.iter_mut().find(|v| v.is_none()) {
-                                    *slot = Some(id);
-                                }
-                            }
-                            whole.encap |= p.encap;
-                            let d = PacketDesc::from_packet(
-                                frame_no,
-                                frame.ts_ns,
-                                frame.orig_len,
-                                &whole,
-                            );
-                            flow = d.hash;
-                            dispatch.send(d);
-                        }
-                        Decoded::Malformed(m) => health.malformed[m.index()] += 1,
-                        Decoded::NotIp(_) | Decoded::UnsupportedLinkType(_) => {}
-                    }
-                }
-            }
-            Decoded::Ip(p) => {
-                health.ip_packets += 1;
-                let d = PacketDesc::from_packet(frame_no, frame.ts_ns, frame.orig_len, &p);
-                flow = d.hash;
-                dispatch.send(d);
-            }
-            Decoded::NotIp(_) => health.not_ip += 1,
-            Decoded::Malformed(m) => health.malformed[m.index()] += 1,
-            Decoded::UnsupportedLinkType(_) => health.unsupported_linktype += 1,
+        if let Some(d) = dec.frame(
+            frame_no,
+            frame.linktype,
+            frame.ts_ns,
+            frame.orig_len,
+            frame.data,
+        ) {
+            flow = d.hash;
+            dispatch.send(d);
         }
         if let Some(s) = spill.as_deref_mut() {
             s.packet(
@@ -433,7 +480,11 @@ fn read_all(
             progress(done, total);
         }
     }
-    health.defrag = defrag.stats();
+    health.ip_packets = dec.ip_packets;
+    health.not_ip = dec.not_ip;
+    health.malformed = dec.malformed;
+    health.unsupported_linktype = dec.unsupported_linktype;
+    health.defrag = dec.defrag_stats();
     health.truncated_tail = cap.truncated_tail();
     health.skipped_records = cap.skipped_records();
     let (done, total) = cap.progress();

@@ -59,3 +59,6 @@ pub trait RxSource: Send {
     /// The kernel's counters for this source.
     fn stats(&mut self) -> io::Result<SourceStats>;
 }
+
+pub mod file;
+pub mod pipeline;

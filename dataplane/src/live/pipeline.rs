@@ -1,0 +1,692 @@
+//! The live pipeline: worker threads serving [`RxSource`]s, flow shard threads, and one
+//! output thread for records.
+//!
+//! ```text
+//!  RxSource 0 ─ worker 0 ─┐ decode, hash, spill raw frame   ┌─ shard 0 (FlowTable) ─┐
+//!  RxSource 1 ─ worker 1 ─┼── batches of PacketDesc ────────┼─ shard 1 (FlowTable) ─┼─ output ─ sink
+//!          ...            ┘  (bounded lock-free queues)     └─ ...                  ┘
+//! ```
+//!
+//! Each worker owns its source, its IP reassembly table and its packet spill (one storage
+//! writer per worker, no locks), and is pinned to a core when asked. A frame is decoded while
+//! it is still in the ring, its raw bytes go to the spill (one copy, into the writer's block
+//! buffer), and its descriptor joins the batch of the shard that owns its symmetric flow hash;
+//! the ring slot goes back to the kernel when the batch returns. Batches are sent after every
+//! receive batch (so a quiet link does not hold packets back) or when full. A shard queue
+//! that is full drops the batch and counts it (`handoff_dropped`): the worker never blocks,
+//! so a slow shard shows as counted loss, not as ring overflow in the kernel.
+//!
+//! Shards expire flows by the wall clock as well as by packet time (a quiet link still closes
+//! its connections), except when the source is a file replayed as fast as possible
+//! ([`Clock::Packet`]), where packet time alone drives timeouts, as in `tapvault analyze`.
+
+use std::{
+    io,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use tapvault_config::FlowConfig;
+use tapvault_storage::{DnsRecord, FlowRecord};
+
+use super::{RxFrame, RxSource, SourceStats};
+use crate::{
+    decode::{LinkType, Malformed},
+    engine::FrameDecoder,
+    flow::{
+        desc::PacketDesc,
+        key::FlowKey,
+        table::{FlowTable, ShardStats, Sink},
+    },
+};
+
+/// Descriptors per hand-off batch at most.
+const BATCH: usize = 256;
+
+/// Which clock drives flow timeouts in the shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Clock {
+    /// The wall clock (CLOCK_REALTIME) as well as packet time: live capture.
+    #[default]
+    Wall,
+    /// Packet time only: a capture file replayed as fast as possible.
+    Packet,
+}
+
+/// How to run the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Flow-table settings; `shards` 0 means one shard.
+    pub flow: FlowConfig,
+    /// CPU for worker `i` (`worker_cpus[i]`); workers beyond the list are not pinned.
+    pub worker_cpus: Vec<usize>,
+    /// CPU for shard `i`; shards beyond the list are not pinned.
+    pub shard_cpus: Vec<usize>,
+    /// Batches in flight per shard queue.
+    pub queue_depth: usize,
+    /// How long a worker waits in its source for a batch before looking at the stop flag
+    /// and its timers.
+    pub poll_timeout: Duration,
+    /// What drives flow timeouts.
+    pub clock: Clock,
+    /// Link type of the sources' frames.
+    pub link_type: LinkType,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            flow: FlowConfig::default(),
+            worker_cpus: Vec::new(),
+            shard_cpus: Vec::new(),
+            queue_depth: 256,
+            poll_timeout: Duration::from_millis(100),
+            clock: Clock::Wall,
+            link_type: LinkType::ETHERNET,
+        }
+    }
+}
+
+/// Where a worker's raw frames go: one per worker, so no locks. Implementations must not
+/// block for long and must count, not return, their failures (capture goes on when storage
+/// cannot).
+pub trait WorkerSpill: Send {
+    /// One frame with the flow hash of its connection (0 for none).
+    fn packet(&mut self, ts_ns: i64, orig_len: u32, data: &[u8], flow: u64);
+    /// Called about every 100 ms with the wall-clock time, traffic or not (time-based
+    /// flushes).
+    fn tick(&mut self, now_ns: i64);
+    /// The worker is stopping: flush and publish.
+    fn finish(&mut self);
+}
+
+/// A spill that stores nothing.
+#[derive(Debug, Default)]
+pub struct NoSpill;
+
+impl WorkerSpill for NoSpill {
+    fn packet(&mut self, _: i64, _: u32, _: &[u8], _: u64) {}
+    fn tick(&mut self, _: i64) {}
+    fn finish(&mut self) {}
+}
+
+/// Where records go, on the output thread.
+pub trait RecordSink: Send {
+    /// A flow record.
+    fn record(&mut self, rec: FlowRecord);
+    /// A DNS transaction.
+    fn dns(&mut self, rec: DnsRecord);
+    /// Called about every 100 ms with the wall-clock time (time-based flushes).
+    fn tick(&mut self, now_ns: i64);
+    /// The pipeline is stopping: flush and publish.
+    fn finish(&mut self);
+}
+
+/// Live counters of one worker. Updated with relaxed atomics by the worker; read at any time.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// The source's name.
+    pub name: std::sync::OnceLock<String>,
+    /// Frames received from the source.
+    pub frames: AtomicU64,
+    /// Bytes of those frames on the wire.
+    pub bytes: AtomicU64,
+    /// Frames decoded to IP.
+    pub ip_packets: AtomicU64,
+    /// Well-formed frames without IP.
+    pub not_ip: AtomicU64,
+    /// Malformed frames, all reasons.
+    pub malformed: AtomicU64,
+    /// Descriptors handed to shards.
+    pub handed_off: AtomicU64,
+    /// Descriptors dropped because a shard queue was full.
+    pub handoff_dropped: AtomicU64,
+    /// Receive errors from the source (each also logged).
+    pub source_errors: AtomicU64,
+    /// Kernel counters of the source, last read (every second).
+    pub kernel_ring_full: AtomicU64,
+    /// AF_XDP fill ring empty.
+    pub kernel_fill_ring_empty: AtomicU64,
+    /// AF_XDP invalid descriptors.
+    pub kernel_invalid_descs: AtomicU64,
+    /// AF_PACKET ring freezes.
+    pub kernel_freezes: AtomicU64,
+    /// Time of the last frame, ns since the epoch.
+    pub last_frame_ns: AtomicU64,
+}
+
+impl WorkerCounters {
+    fn set_source(&self, s: &SourceStats) {
+        self.kernel_ring_full.store(s.ring_full, Relaxed);
+        self.kernel_fill_ring_empty
+            .store(s.fill_ring_empty, Relaxed);
+        self.kernel_invalid_descs.store(s.invalid_descs, Relaxed);
+        self.kernel_freezes.store(s.freezes, Relaxed);
+    }
+}
+
+/// Live counters of one shard.
+#[derive(Debug, Default)]
+pub struct ShardCounters {
+    /// Descriptors processed.
+    pub packets: AtomicU64,
+    /// Flows open now.
+    pub active_flows: AtomicU64,
+    /// Flows this shard may hold.
+    pub capacity: AtomicU64,
+    /// Flows created.
+    pub flows_created: AtomicU64,
+    /// Records emitted.
+    pub records: AtomicU64,
+    /// Evictions because the table was full.
+    pub evictions: AtomicU64,
+    /// Idle and stale time-outs.
+    pub timeouts: AtomicU64,
+}
+
+impl ShardCounters {
+    fn set(&self, s: &ShardStats) {
+        self.packets.store(s.packets, Relaxed);
+        self.active_flows.store(s.active_flows, Relaxed);
+        self.flows_created.store(s.flows_created, Relaxed);
+        self.records.store(s.records + s.interim_records, Relaxed);
+        self.evictions.store(s.evictions, Relaxed);
+        self.timeouts
+            .store(s.idle_timeouts + s.stale_timeouts, Relaxed);
+    }
+}
+
+/// Counters of the whole pipeline, shared with whoever reports health (the API).
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    /// Per worker (source), in source order.
+    pub workers: Vec<WorkerCounters>,
+    /// Per shard.
+    pub shards: Vec<ShardCounters>,
+    /// Records and DNS transactions handed to the record sink.
+    pub records_out: AtomicU64,
+}
+
+/// What the pipeline saw, summed when it stopped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// Frames received, all workers.
+    pub frames: u64,
+    /// Frames decoded to IP.
+    pub ip_packets: u64,
+    /// Frames without IP.
+    pub not_ip: u64,
+    /// Malformed frames by reason, indexed like [`Malformed::ALL`].
+    pub malformed: [u64; Malformed::ALL.len()],
+    /// Descriptors dropped at full shard queues.
+    pub handoff_dropped: u64,
+    /// Receive errors.
+    pub source_errors: u64,
+    /// The sources' kernel counters at the end, summed.
+    pub source: SourceStats,
+    /// Flow table counters, all shards.
+    pub flows: ShardStats,
+}
+
+enum Out {
+    Record(Box<FlowRecord>),
+    Dns(DnsRecord),
+}
+
+struct OutSink {
+    tx: Sender<Vec<Out>>,
+    buf: Vec<Out>,
+}
+
+impl OutSink {
+    fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            // The output thread only goes away if it panicked; stop() reports that.
+            let _ = self.tx.send(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+impl Sink for OutSink {
+    fn record(&mut self, rec: FlowRecord) {
+        self.buf.push(Out::Record(Box::new(rec)));
+        if self.buf.len() >= 256 {
+            self.flush();
+        }
+    }
+    fn dns(&mut self, rec: DnsRecord) {
+        self.buf.push(Out::Dns(rec));
+        if self.buf.len() >= 256 {
+            self.flush();
+        }
+    }
+}
+
+/// Errors starting or stopping the pipeline.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] tapvault_config::Error),
+    /// No source was given.
+    #[error("the pipeline needs at least one source")]
+    NoSources,
+    /// The number of spills differs from the number of sources.
+    #[error("{spills} packet spills for {sources} sources")]
+    SpillCount {
+        /// Spills given.
+        spills: usize,
+        /// Sources given.
+        sources: usize,
+    },
+    /// A thread could not be started.
+    #[error("cannot start thread `{name}`: {source}")]
+    Spawn {
+        /// Thread name.
+        name: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A thread panicked.
+    #[error("pipeline thread `{0}` panicked")]
+    ThreadPanicked(String),
+}
+
+/// A running pipeline. [`Pipeline::stop`] drains and flushes it; dropping it without
+/// stopping leaves the threads running until their sources fail.
+pub struct Pipeline {
+    stop: Arc<AtomicBool>,
+    stats: Arc<LiveStats>,
+    workers: Vec<(String, JoinHandle<WorkerEnd>)>,
+    shards: Vec<(String, JoinHandle<FlowTable>)>,
+    output: Option<JoinHandle<()>>,
+}
+
+struct WorkerEnd {
+    dec: FrameDecoder,
+    source: SourceStats,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+fn pin(cpu: Option<&usize>) {
+    if let Some(&id) = cpu
+        && !core_affinity::set_for_current(core_affinity::CoreId { id })
+    {
+        eprintln!("tapvault: could not pin thread to CPU {id}; running unpinned");
+    }
+}
+
+fn spawn<T: Send + 'static>(
+    name: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<(String, JoinHandle<T>), Error> {
+    let h = thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .map_err(|source| Error::Spawn {
+            name: name.clone(),
+            source,
+        })?;
+    Ok((name, h))
+}
+
+impl Pipeline {
+    /// Starts one worker per source (each with its spill), the shards and the output thread.
+    pub fn start(
+        sources: Vec<Box<dyn RxSource>>,
+        spills: Vec<Box<dyn WorkerSpill>>,
+        mut sink: Box<dyn RecordSink>,
+        opts: &PipelineOptions,
+    ) -> Result<Pipeline, Error> {
+        opts.flow.validate()?;
+        if sources.is_empty() {
+            return Err(Error::NoSources);
+        }
+        if spills.len() != sources.len() {
+            return Err(Error::SpillCount {
+                spills: spills.len(),
+                sources: sources.len(),
+            });
+        }
+        let n_shards = opts.flow.shards.max(1);
+        let per_shard = opts.flow.max_flows.div_ceil(n_shards);
+        let stats = Arc::new(LiveStats {
+            workers: (0..sources.len())
+                .map(|_| WorkerCounters::default())
+                .collect(),
+            shards: (0..n_shards).map(|_| ShardCounters::default()).collect(),
+            records_out: AtomicU64::new(0),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut p = Pipeline {
+            stop: stop.clone(),
+            stats: stats.clone(),
+            workers: Vec::new(),
+            shards: Vec::new(),
+            output: None,
+        };
+
+        let (out_tx, out_rx) = bounded::<Vec<Out>>(64 * n_shards);
+        {
+            let stats = stats.clone();
+            let (_, h) = spawn("tapvault-out".into(), move || {
+                output_loop(out_rx, &mut *sink, &stats)
+            })?;
+            p.output = Some(h);
+        }
+
+        let (recycle_tx, recycle_rx) = bounded::<Vec<PacketDesc>>(opts.queue_depth * n_shards);
+        let mut txs = Vec::with_capacity(n_shards);
+        for s in 0..n_shards {
+            let (tx, rx) = bounded::<Vec<PacketDesc>>(opts.queue_depth);
+            txs.push(tx);
+            let mut out = OutSink {
+                tx: out_tx.clone(),
+                buf: Vec::with_capacity(256),
+            };
+            let recycle = recycle_tx.clone();
+            let flow = opts.flow.clone();
+            let stats = stats.clone();
+            let cpu = opts.shard_cpus.get(s).copied();
+            let clock = opts.clock;
+            stats.shards[s].capacity.store(per_shard as u64, Relaxed);
+            let h = spawn(format!("tapvault-shard-{s}"), move || {
+                pin(cpu.as_ref());
+                let mut table = FlowTable::new(&flow, per_shard);
+                shard_loop(&rx, &recycle, &mut table, &mut out, &stats.shards[s], clock);
+                table.flush(&mut out);
+                out.flush();
+                stats.shards[s].set(table.stats());
+                table
+            })?;
+            p.shards.push(h);
+        }
+        drop(out_tx);
+
+        for (w, (mut src, mut spill)) in sources.into_iter().zip(spills).enumerate() {
+            let txs = txs.clone();
+            let recycle = recycle_rx.clone();
+            let stats = stats.clone();
+            let stop = stop.clone();
+            let cpu = opts.worker_cpus.get(w).copied();
+            let o = opts.clone();
+            let _ = stats.workers[w].name.set(src.name().to_owned());
+            let h = spawn(format!("tapvault-worker-{w}"), move || {
+                pin(cpu.as_ref());
+                let c = &stats.workers[w];
+                let end = worker_loop(&mut *src, &mut *spill, &txs, &recycle, c, &stop, &o);
+                spill.finish();
+                end
+            })?;
+            p.workers.push(h);
+        }
+        Ok(p)
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> Arc<LiveStats> {
+        self.stats.clone()
+    }
+
+    /// A handle that stops the pipeline's intake when set (for signal handlers); call
+    /// [`Pipeline::stop`] afterwards to drain.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// True once every worker has ended (stopped, or its source failed for good).
+    pub fn workers_done(&self) -> bool {
+        self.workers.iter().all(|(_, h)| h.is_finished())
+    }
+
+    /// Stops intake, drains the queues, flushes every flow (as `capture_end`) and the sinks,
+    /// and returns the totals.
+    pub fn stop(mut self) -> Result<Report, Error> {
+        self.stop.store(true, Relaxed);
+        let mut report = Report::default();
+        let mut failed = None;
+        for (name, h) in self.workers.drain(..) {
+            match h.join() {
+                Ok(end) => {
+                    report.ip_packets += end.dec.ip_packets;
+                    report.not_ip += end.dec.not_ip;
+                    for (a, b) in report.malformed.iter_mut().zip(end.dec.malformed) {
+                        *a += b;
+                    }
+                    let s = &mut report.source;
+                    s.received += end.source.received;
+                    s.received_bytes += end.source.received_bytes;
+                    s.ring_full += end.source.ring_full;
+                    s.fill_ring_empty += end.source.fill_ring_empty;
+                    s.invalid_descs += end.source.invalid_descs;
+                    s.freezes += end.source.freezes;
+                }
+                Err(_) => failed = failed.or(Some(name)),
+            }
+        }
+        for w in &self.stats.workers {
+            report.frames += w.frames.load(Relaxed);
+            report.handoff_dropped += w.handoff_dropped.load(Relaxed);
+            report.source_errors += w.source_errors.load(Relaxed);
+        }
+        // The workers held the shard queues' senders; with them gone the shards drain and
+        // end.
+        for (name, h) in self.shards.drain(..) {
+            match h.join() {
+                Ok(t) => report.flows.merge(t.stats()),
+                Err(_) => failed = failed.or(Some(name)),
+            }
+        }
+        if let Some(h) = self.output.take()
+            && h.join().is_err()
+        {
+            failed = failed.or(Some("tapvault-out".into()));
+        }
+        match failed {
+            Some(name) => Err(Error::ThreadPanicked(name)),
+            None => Ok(report),
+        }
+    }
+}
+
+struct Handoff<'a> {
+    txs: &'a [Sender<Vec<PacketDesc>>],
+    recycle: &'a Receiver<Vec<PacketDesc>>,
+    batches: Vec<Vec<PacketDesc>>,
+    counters: &'a WorkerCounters,
+}
+
+impl Handoff<'_> {
+    #[inline]
+    fn push(&mut self, d: PacketDesc) {
+        let s = FlowKey::shard(d.hash, self.txs.len());
+        self.batches[s].push(d);
+        if self.batches[s].len() >= BATCH {
+            self.send(s, false);
+        }
+    }
+
+    fn send(&mut self, s: usize, block: bool) {
+        let fresh = self
+            .recycle
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+        let full = std::mem::replace(&mut self.batches[s], fresh);
+        let n = full.len() as u64;
+        let r = if block {
+            self.txs[s]
+                .send(full)
+                .map_err(|e| TrySendError::Disconnected(e.0))
+        } else {
+            self.txs[s].try_send(full)
+        };
+        match r {
+            Ok(()) => {
+                self.counters.handed_off.fetch_add(n, Relaxed);
+            }
+            Err(TrySendError::Full(mut b)) => {
+                self.counters.handoff_dropped.fetch_add(n, Relaxed);
+                b.clear();
+                self.batches[s] = b;
+            }
+            // Only if the shard panicked; stop() reports that.
+            Err(TrySendError::Disconnected(_)) => {
+                self.counters.handoff_dropped.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
+    fn send_all(&mut self, block: bool) {
+        for s in 0..self.batches.len() {
+            if !self.batches[s].is_empty() {
+                self.send(s, block);
+            }
+        }
+    }
+}
+
+fn worker_loop(
+    src: &mut dyn RxSource,
+    spill: &mut dyn WorkerSpill,
+    txs: &[Sender<Vec<PacketDesc>>],
+    recycle: &Receiver<Vec<PacketDesc>>,
+    c: &WorkerCounters,
+    stop: &AtomicBool,
+    o: &PipelineOptions,
+) -> WorkerEnd {
+    let mut dec = FrameDecoder::default();
+    let mut hand = Handoff {
+        txs,
+        recycle,
+        batches: (0..txs.len()).map(|_| Vec::with_capacity(BATCH)).collect(),
+        counters: c,
+    };
+    let mut frame_no = 0u64;
+    let mut last_tick = Instant::now();
+    let mut last_stats = Instant::now();
+    let mut source = SourceStats::default();
+    let mut errors_logged = 0u32;
+    let link = o.link_type;
+    while !stop.load(Relaxed) {
+        let (mut frames, mut bytes, mut last_ts) = (0u64, 0u64, 0i64);
+        let r = src.recv_batch(o.poll_timeout, &mut |f: &RxFrame<'_>| {
+            frame_no += 1;
+            frames += 1;
+            bytes += u64::from(f.orig_len);
+            last_ts = f.ts_ns;
+            let mut flow = 0;
+            if let Some(d) = dec.frame(frame_no, link, f.ts_ns, f.orig_len, f.data) {
+                flow = d.hash;
+                hand.push(d);
+            }
+            spill.packet(f.ts_ns, f.orig_len, f.data, flow);
+        });
+        match r {
+            Ok(0) => {}
+            Ok(_) => {
+                c.frames.fetch_add(frames, Relaxed);
+                c.bytes.fetch_add(bytes, Relaxed);
+                c.last_frame_ns.store(last_ts as u64, Relaxed);
+                c.ip_packets.store(dec.ip_packets, Relaxed);
+                c.not_ip.store(dec.not_ip, Relaxed);
+                c.malformed.store(dec.malformed.iter().sum(), Relaxed);
+                hand.send_all(false);
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) => {
+                c.source_errors.fetch_add(1, Relaxed);
+                if errors_logged < 10 {
+                    errors_logged += 1;
+                    eprintln!("tapvault: {}: receive failed: {e}", src.name());
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if last_tick.elapsed() >= Duration::from_millis(100) {
+            last_tick = Instant::now();
+            spill.tick(now_ns());
+        }
+        if last_stats.elapsed() >= Duration::from_secs(1) {
+            last_stats = Instant::now();
+            if let Ok(s) = src.stats() {
+                source = s;
+                c.set_source(&s);
+            }
+        }
+    }
+    // Drain: whatever was decoded goes to the shards, waiting for room this time.
+    hand.send_all(true);
+    if let Ok(s) = src.stats() {
+        source = s;
+        c.set_source(&s);
+    }
+    c.frames.store(frame_no, Relaxed);
+    WorkerEnd { dec, source }
+}
+
+fn shard_loop(
+    rx: &Receiver<Vec<PacketDesc>>,
+    recycle: &Sender<Vec<PacketDesc>>,
+    table: &mut FlowTable,
+    out: &mut OutSink,
+    c: &ShardCounters,
+    clock: Clock,
+) {
+    let mut last_tick = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(mut batch) => {
+                for d in &batch {
+                    table.process(d, out);
+                }
+                batch.clear();
+                let _ = recycle.try_send(batch);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_tick.elapsed() >= Duration::from_millis(100) {
+            last_tick = Instant::now();
+            if clock == Clock::Wall {
+                table.expire(now_ns(), out);
+            }
+            c.set(table.stats());
+            out.flush();
+        }
+    }
+}
+
+fn output_loop(rx: Receiver<Vec<Out>>, sink: &mut dyn RecordSink, stats: &LiveStats) {
+    let mut last_tick = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(batch) => {
+                stats.records_out.fetch_add(batch.len() as u64, Relaxed);
+                for o in batch {
+                    match o {
+                        Out::Record(r) => sink.record(*r),
+                        Out::Dns(r) => sink.dns(r),
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_tick.elapsed() >= Duration::from_millis(100) {
+            last_tick = Instant::now();
+            sink.tick(now_ns());
+        }
+    }
+    sink.finish();
+}
