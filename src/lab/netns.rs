@@ -63,9 +63,40 @@ pub(crate) struct Lab {
     veth_router_c: String,
     veth_router_s: String,
     veth_server: String,
+    /// The SPAN namespace: where mirrored traffic arrives (see [`Lab::setup_span`]).
+    pub(crate) ns_tap: String,
+    /// Mirror ports in the tap namespace, one per [`Lab::setup_span`] mirror.
+    pub(crate) span_ports: Vec<String>,
     /// Namespaces this lab created (and so deletes).
     created: Vec<String>,
     procs: Vec<Proc>,
+}
+
+/// Runs `f` on a new thread that has entered network namespace `ns` (by its name under
+/// `/run/netns`), and returns its result. Sockets and links created there stay in that
+/// namespace after the thread ends, so capture sources on the namespace's ports can be
+/// opened here and used from any thread; nothing else of this process changes namespace.
+pub(crate) fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    use std::os::fd::AsRawFd;
+    let path = Path::new("/run/netns").join(ns);
+    let file =
+        std::fs::File::open(&path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: setns(2) with a valid namespace file descriptor, affecting only this
+            // thread (it has not shared its file system context with other threads).
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                bail!(
+                    "cannot enter network namespace `{ns}`: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread in namespace `{ns}` panicked"))?
+    })
 }
 
 /// Runs a command to completion; an error carries the command line and its stderr.
@@ -180,6 +211,8 @@ impl Lab {
             veth_router_c: format!("tv{tag}b"),
             veth_router_s: format!("tv{tag}c"),
             veth_server: format!("tv{tag}d"),
+            ns_tap: format!("tvd{tag}t"),
+            span_ports: Vec::new(),
             created: Vec::new(),
             procs: Vec::new(),
         }
@@ -325,6 +358,63 @@ impl Lab {
         Ok(())
     }
 
+    /// Emulates SPAN ports: a namespace `ns_tap` with `mirrors` veth ports (each with
+    /// `queues` RX/TX queues) that receive a copy of every frame the client's veth sends and
+    /// receives, through tc `mirred` on the client's veth (ingress and egress), as a switch
+    /// mirrors a port. The ports' ends in the client namespace are down-stream only: no
+    /// addresses, offloads off, so mirrored frames arrive as they were on the wire.
+    pub(crate) fn setup_span(&mut self, mirrors: usize, queues: usize) -> Result<()> {
+        let (c, t) = (self.ns_client.clone(), self.ns_tap.clone());
+        if Path::new("/run/netns").join(&t).exists() {
+            bail!("network namespace `{t}` already exists; remove it with `ip netns del {t}`");
+        }
+        run(&["ip", "netns", "add", &t])?;
+        self.created.push(t.clone());
+        let q = queues.max(1).to_string();
+        let tag = self.veth_client.trim_end_matches('a').to_owned();
+        let mut mirror_devs = Vec::new();
+        for k in 0..mirrors {
+            let (m, p) = (format!("{tag}m{k}"), format!("{tag}t{k}"));
+            run(&[
+                "ip", "link", "add", &m, "netns", &c, "numtxqueues", &q, "numrxqueues", &q,
+                "type", "veth", "peer", "name", &p, "netns", &t, "numtxqueues", &q,
+                "numrxqueues", &q,
+            ])?;
+            for (ns, dev) in [(&c, &m), (&t, &p)] {
+                run(&[
+                    "ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "tso", "off",
+                    "gso", "off", "gro", "off",
+                ])
+                .context("turning offloads off failed (is ethtool installed?)")?;
+                run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
+            }
+            mirror_devs.push(m);
+            self.span_ports.push(p);
+        }
+        let dev = self.veth_client.clone();
+        run(&["ip", "-n", &c, "link", "set", &dev, "promisc", "on"])?;
+        run(&["tc", "-n", &c, "qdisc", "add", "dev", &dev, "clsact"])?;
+        for dir in ["ingress", "egress"] {
+            let mut args: Vec<String> = [
+                "tc", "-n", &c, "filter", "add", "dev", &dev, dir, "protocol", "all", "prio", "1",
+                "u32", "match", "u32", "0", "0",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            for m in &mirror_devs {
+                args.extend(
+                    ["action", "mirred", "egress", "mirror", "dev", m, "pipe"]
+                        .iter()
+                        .map(|s| s.to_string()),
+                );
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&refs)?;
+        }
+        Ok(())
+    }
+
     /// Starts `program args` inside namespace `ns` with piped stdio and keeps it for teardown.
     pub(crate) fn spawn(
         &mut self,
@@ -439,6 +529,8 @@ mod tests {
     fn names_fit_the_interface_name_limit() {
         // pid_max is at most 2^22 = 4194304: seven digits.
         let lab = Lab::new(4_194_304);
+        let tag = lab.veth_client.trim_end_matches('a');
+        assert!(format!("{tag}m9").len() <= 15);
         for n in [
             &lab.veth_client,
             &lab.veth_router_c,
