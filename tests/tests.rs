@@ -11,3 +11,7 @@ mod cli;
 
 /// Real Linux TCP from `tapvault demo` (network namespaces, root) against tshark.
 mod netns;
+
+/// systemd unit, container recipe and Kubernetes manifests checked by their tools, and
+/// `tapvault check` on good and bad configurations.
+mod deploy;
