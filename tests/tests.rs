@@ -14,3 +14,6 @@ mod netns;
 
 /// The live pipeline fed by capture files.
 mod live;
+/// systemd unit, container recipe and Kubernetes manifests checked by their tools, and
+/// `tapvault check` on good and bad configurations.
+mod deploy;

@@ -1,20 +1,48 @@
 //! tapvault's typed configuration.
 //!
-//! The entry point is [`FlowConfig`], the flow-table settings shared by live capture and
-//! `tapvault analyze`. Every field documents its default; [`FlowConfig::validate`] rejects
-//! impossible values with a message naming the key.
+//! The entry point is [`Config`], the whole appliance's settings, read from TOML by
+//! [`Config::load`] (file, then `TAPVAULT_<SECTION>_<KEY>` environment variables, then
+//! `--set section.key=value` flags). Its sections are [`CaptureConfig`] (`[capture]`),
+//! [`FlowConfig`] (`[flow]`, also used alone by `tapvault analyze`), [`StorageConfig`]
+//! (`[storage]`), [`ApiConfig`] (`[api]`) and [`LogConfig`] (`[log]`). The commented default
+//! file is [`DEFAULT_TOML`] (`config/tapvault.toml`).
+//!
+//! Checks come in two kinds: [`Config::problems`] looks at the values alone (ranges and
+//! impossible combinations), [`Config::host_problems`] at the machine (the interface and its
+//! queues, CPUs, the data directory, the token file). Every [`Error`] names its key as a
+//! dotted path (`capture.umem_frames`, `capture.filter.rules[0].networks[1]`).
 #![deny(missing_docs)]
-
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod api;
+mod capture;
+mod flow;
+pub mod host;
+mod load;
+mod storage;
+mod units;
+
+pub use api::{ApiConfig, LogConfig, LogFormat, MIN_TOKEN_LEN};
+pub use capture::{
+    CaptureConfig, FileSpeed, FilterAction, FilterConfig, FilterRule, MAX_FILTER_NETWORKS,
+    MAX_FILTER_RULES, MAX_SNAP_LEN, MIN_SNAP_LEN, Network, NoSocketAction, Queues, SourceKind,
+    XdpMode, ZeroCopy,
+};
+pub use flow::FlowConfig;
+pub use load::{DEFAULT_PATH, ENV_PREFIX, LoadError, Origin, Problem, env_name, keys};
+pub use storage::{RetentionConfig, StorageConfig, StoreRetention};
+pub use units::{ByteSize, HumanDuration};
+
+/// The default configuration file, fully commented: it parses to [`Config::default()`].
+pub const DEFAULT_TOML: &str = include_str!("../tapvault.toml");
+
 /// A configuration value that cannot work.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("invalid configuration `{key}`: {reason}")]
 pub struct Error {
-    /// Dotted key, e.g. `flow.max_flows`.
-    pub key: &'static str,
+    /// Dotted key, e.g. `flow.max_flows` or `capture.filter.rules[0].ports`.
+    pub key: String,
     /// What is wrong and what is accepted.
     pub reason: String,
 }
@@ -22,116 +50,76 @@ pub struct Error {
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Flow-table settings (`[flow]` in the configuration file).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Collects every problem instead of stopping at the first.
+#[derive(Debug, Default)]
+pub(crate) struct Problems(pub(crate) Vec<Error>);
+
+impl Problems {
+    pub(crate) fn bad(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(Error {
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+/// The whole configuration (`/etc/tapvault/tapvault.toml`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct FlowConfig {
-    /// Number of flow shards (threads that own a flow table). `0` means automatic: one per
-    /// available core minus the reader, each on its own thread (on a single core, one shard
-    /// inline with the reader). Default: 0.
-    pub shards: usize,
-    /// Maximum number of flows held across all shards; when full, the least recently active
-    /// half-open flow is evicted first, then the least recently active established flow.
-    /// Every eviction is counted. Default: 1,000,000.
-    pub max_flows: usize,
-    /// Seconds without a packet after which an established flow is closed with
-    /// `close_reason = idle_timeout`. Default: 300. `0` disables.
-    pub idle_timeout_secs: f64,
-    /// Seconds without a packet after which a half-open TCP flow (handshake not completed and
-    /// no data both ways) is closed as `stale`. Default: 10. `0` disables.
-    pub stale_timeout_secs: f64,
-    /// Seconds a TCP flow lingers after it closed (FIN both ways, or RST) so late
-    /// retransmissions and ACKs are still attributed to it. Default: 5. `0` closes at once.
-    pub close_linger_secs: f64,
-    /// Seconds between interim records of long-lived flows. Default: 0 (off).
-    pub interim_interval_secs: f64,
-    /// Width of the time windows for handshake RTT percentiles, seconds. Default: 60.
-    pub rtt_window_secs: f64,
+pub struct Config {
+    /// `[capture]`: the packet source.
+    pub capture: CaptureConfig,
+    /// `[flow]`: the flow tables.
+    pub flow: FlowConfig,
+    /// `[storage]`: packets, flow records, retention.
+    pub storage: StorageConfig,
+    /// `[api]`: the HTTP API.
+    pub api: ApiConfig,
+    /// `[log]`: logging.
+    pub log: LogConfig,
 }
 
-impl Default for FlowConfig {
-    fn default() -> Self {
-        FlowConfig {
-            shards: 0,
-            max_flows: 1_000_000,
-            idle_timeout_secs: 300.0,
-            stale_timeout_secs: 10.0,
-            close_linger_secs: 5.0,
-            interim_interval_secs: 0.0,
-            rtt_window_secs: 60.0,
+impl Config {
+    /// Every problem of the values alone: ranges, formats and impossible combinations.
+    pub fn problems(&self) -> Vec<Error> {
+        let mut p = Problems::default();
+        self.capture.check(&mut p);
+        if let Err(e) = self.flow.validate() {
+            p.0.push(e);
         }
+        self.storage.check(&mut p);
+        self.api.check(&mut p);
+        self.log.check(&mut p);
+        p.0
     }
-}
 
-fn secs(key: &'static str, v: f64) -> Result<()> {
-    if v.is_finite() && (0.0..=365.0 * 86_400.0).contains(&v) {
-        Ok(())
-    } else {
-        Err(Error {
-            key,
-            reason: format!("{v} is not a number of seconds between 0 and one year"),
-        })
-    }
-}
-
-impl FlowConfig {
-    /// Checks every value; the error names the key and the accepted range.
+    /// The first of [`Config::problems`], if any.
     pub fn validate(&self) -> Result<()> {
-        if self.shards > 256 {
-            return Err(Error {
-                key: "flow.shards",
-                reason: format!("{} shards; at most 256 are supported", self.shards),
-            });
+        match self.problems().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        if self.max_flows < 16 || self.max_flows > 100_000_000 {
-            return Err(Error {
-                key: "flow.max_flows",
-                reason: format!("{} is outside 16..=100000000", self.max_flows),
-            });
-        }
-        secs("flow.idle_timeout_secs", self.idle_timeout_secs)?;
-        secs("flow.stale_timeout_secs", self.stale_timeout_secs)?;
-        secs("flow.close_linger_secs", self.close_linger_secs)?;
-        secs("flow.interim_interval_secs", self.interim_interval_secs)?;
-        secs("flow.rtt_window_secs", self.rtt_window_secs)?;
-        if self.rtt_window_secs < 1.0 {
-            return Err(Error {
-                key: "flow.rtt_window_secs",
-                reason: "must be at least 1 second".into(),
-            });
-        }
-        Ok(())
     }
 
-    /// A duration in nanoseconds, `None` when the setting is 0 (disabled).
-    pub fn nanos(secs: f64) -> Option<i64> {
-        (secs > 0.0).then(|| Duration::from_secs_f64(secs).as_nanos() as i64)
+    /// Every problem this machine has with the configuration: the interface is missing or
+    /// has fewer queues than asked for, a CPU is offline, the data directory is not a
+    /// writable directory, the token file or capture file cannot be read.
+    pub fn host_problems(&self) -> Vec<Error> {
+        host::problems(self, &host::Host::system())
+    }
+
+    /// The API token: `api.token`, or the trimmed contents of `api.token_file`; `None` when
+    /// neither is set.
+    pub fn api_token(&self) -> Result<Option<String>> {
+        if !self.api.token.is_empty() {
+            return Ok(Some(self.api.token.trim().to_string()));
+        }
+        if self.api.token_file.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        host::read_token(&self.api.token_file).map(Some)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_is_valid() {
-        FlowConfig::default().validate().unwrap();
-    }
-
-    #[test]
-    fn bad_values_name_their_key() {
-        let mut c = FlowConfig {
-            max_flows: 3,
-            ..Default::default()
-        };
-        assert_eq!(c.validate().unwrap_err().key, "flow.max_flows");
-        c.max_flows = 100;
-        c.stale_timeout_secs = -1.0;
-        assert_eq!(c.validate().unwrap_err().key, "flow.stale_timeout_secs");
-        c.stale_timeout_secs = f64::NAN;
-        assert_eq!(c.validate().unwrap_err().key, "flow.stale_timeout_secs");
-        c.stale_timeout_secs = 1.0;
-        c.rtt_window_secs = 0.5;
-        assert_eq!(c.validate().unwrap_err().key, "flow.rtt_window_secs");
-    }
-}
+mod tests;

@@ -9,5 +9,6 @@ pub mod decode;
 pub mod defrag;
 pub mod engine;
 pub mod flow;
+pub mod host;
 pub mod live;
 pub mod source;
