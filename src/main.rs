@@ -48,6 +48,12 @@ enum Cmd {
     /// One end of the demo's traffic, run inside a namespace by `tapvault demo`.
     #[command(hide = true)]
     Traffic(lab::TrafficArgs),
+    /// Benchmark traffic generator: realistic TCP flows at high packet rates (root).
+    #[command(hide = true)]
+    Blast(lab::blast::BlastArgs),
+    /// Benchmark ceiling: receive and count frames from live sources, then print counters.
+    #[command(hide = true)]
+    Rxbench(lab::rxbench::RxBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -471,6 +477,8 @@ fn main() -> ExitCode {
         Cmd::Analyze(a) => analyze(a),
         Cmd::Demo(a) => lab::demo(a),
         Cmd::Traffic(a) => lab::traffic(a),
+        Cmd::Blast(a) => lab::blast::run(a),
+        Cmd::Rxbench(a) => lab::rxbench::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
