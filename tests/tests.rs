@@ -11,3 +11,6 @@ mod cli;
 
 /// Real Linux TCP from `tapvault demo` (network namespaces, root) against tshark.
 mod netns;
+
+/// The AF_PACKET source and `tapvault blast` on veth pairs in namespaces (root).
+mod afpacket;

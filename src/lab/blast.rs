@@ -116,6 +116,11 @@ pub(crate) struct BlastArgs {
     /// Frames per `sendmmsg` call at most.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
     batch: u32,
+    /// Send through the qdisc instead of bypassing it. Frames that bypass the qdisc are not
+    /// shown to packet sockets on the sending interface (`__dev_direct_xmit` skips
+    /// `dev_queue_xmit_nit`); with this, a capture on the sender's side sees them too.
+    #[arg(long)]
+    no_qdisc_bypass: bool,
     /// Also write every frame sent to this pcap file (slow: for tests and inspection).
     #[arg(long, value_name = "PATH")]
     pcap: Option<PathBuf>,
@@ -648,7 +653,7 @@ pub(crate) fn run(a: BlastArgs) -> Result<()> {
     let mut tx = AfPacketTx::open(&TxOptions {
         interface: a.iface.clone(),
         netns: a.netns.as_deref().map(netns_path),
-        qdisc_bypass: true,
+        qdisc_bypass: !a.no_qdisc_bypass,
         send_buffer: 4 << 20,
     })
     .with_context(|| format!("cannot open a packet socket on `{}`", a.iface))?;
