@@ -24,7 +24,7 @@
 use std::{
     fs::File,
     io::{self, BufWriter, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -605,7 +605,7 @@ fn ts_option(o: &mut [u8; 20], tsval: u32, tsecr: u32) -> usize {
 struct PcapOut(BufWriter<File>);
 
 impl PcapOut {
-    fn create(path: &PathBuf) -> Result<Self> {
+    fn create(path: &Path) -> Result<Self> {
         let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
         let mut w = BufWriter::new(f);
         let mut h = Vec::with_capacity(24);
@@ -657,7 +657,7 @@ pub(crate) fn run(a: BlastArgs) -> Result<()> {
         send_buffer: 4 << 20,
     })
     .with_context(|| format!("cannot open a packet socket on `{}`", a.iface))?;
-    let mut pcap = a.pcap.as_ref().map(PcapOut::create).transpose()?;
+    let mut pcap = a.pcap.as_deref().map(PcapOut::create).transpose()?;
     let budget = a.packets.unwrap_or(u64::MAX);
     let mut g = Generator::new(
         a.flows,

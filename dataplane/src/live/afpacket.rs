@@ -196,7 +196,7 @@ impl AfPacketOptions {
         let bad = |option, reason: String| Err(Error::InvalidOption { option, reason });
         check_ifname(&self.interface)?;
         let page = page_size();
-        if self.block_size == 0 || self.block_size as usize % page != 0 {
+        if self.block_size == 0 || !(self.block_size as usize).is_multiple_of(page) {
             return bad(
                 "block_size",
                 format!(
@@ -217,7 +217,9 @@ impl AfPacketOptions {
         }
         let min_frame = tpacket3_hdrlen() as u32;
         if self.frame_size < min_frame
-            || self.frame_size % libc::TPACKET_ALIGNMENT as u32 != 0
+            || !self
+                .frame_size
+                .is_multiple_of(libc::TPACKET_ALIGNMENT as u32)
             || self.frame_size > self.block_size
         {
             return bad(
@@ -714,7 +716,7 @@ impl AfPacketSource {
         for _ in 0..num {
             // Offsets come from the kernel; check them anyway so that a corrupt block can
             // never make us read outside the ring.
-            if off % 4 != 0 || off.checked_add(hdr_len).is_none_or(|e| e > bs) {
+            if !off.is_multiple_of(4) || off.checked_add(hdr_len).is_none_or(|e| e > bs) {
                 self.stats.invalid_descs += 1;
                 break;
             }
