@@ -388,9 +388,12 @@ fn both_directions_of_a_flow_are_seen_on_one_end() {
     assert!(have == want, "the same frames, both directions");
 }
 
+/// A blaster connection: (client address, client port).
+type FlowKey = ([u8; 4], u16);
+
 /// (client address, client port) of an IPv4/TCP frame of the blaster, and whether the client
 /// sent it.
-fn flow_of(f: &[u8]) -> (([u8; 4], u16), bool) {
+fn flow_of(f: &[u8]) -> (FlowKey, bool) {
     assert_eq!(&f[12..14], &[0x08, 0x00], "IPv4");
     let src = [f[26], f[27], f[28], f[29]];
     let dst = [f[30], f[31], f[32], f[33]];
@@ -437,7 +440,7 @@ fn fanout_hash_keeps_both_directions_of_a_flow_together() {
     );
     let sent = n(&sum, "packets");
     // flow -> socket -> (client frames, server frames)
-    let mut seen: BTreeMap<([u8; 4], u16), HashMap<usize, (u64, u64)>> = BTreeMap::new();
+    let mut seen: BTreeMap<FlowKey, HashMap<usize, (u64, u64)>> = BTreeMap::new();
     let mut total = 0;
     for (i, s) in socks.iter_mut().enumerate() {
         for (_, _, f) in drain(s) {
@@ -483,7 +486,7 @@ fn blaster_tcp_is_clean_for_the_analyzer() {
     let pair = Pair::new();
     let dir = Scratch::new("analyze");
     let cap = dir.0.join("tcpdump.pcap");
-    let mut td = Command::new("ip")
+    let td = Command::new("ip")
         .args([
             "netns", "exec", &pair.ns_b, "tcpdump", "-n", "-U", "-i", &pair.b, "-w",
         ])

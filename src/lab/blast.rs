@@ -199,7 +199,7 @@ impl Builder {
     /// Segments must fit a 1500-byte MTU.
     pub(crate) fn build(&mut self, s: &Segment<'_>, out: &mut [u8]) -> usize {
         let opt = s.options.len();
-        debug_assert!(opt % 4 == 0 && opt <= 40);
+        debug_assert!(opt.is_multiple_of(4) && opt <= 40);
         let tcp_len = TCP_LEN + opt + s.payload_len;
         let ip_total = IP_LEN + tcp_len;
         let frame = ETH_LEN + ip_total;
