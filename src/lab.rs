@@ -11,7 +11,11 @@
 //!
 //! Live XDP capture replaces tcpdump later; the lab and the scenarios stay.
 
+/// `tapvault blast`: the TCP traffic generator of the live benchmark.
+pub(crate) mod blast;
 mod netns;
+/// `tapvault rxbench`: the bare receive-and-drop loop of the live benchmark.
+pub(crate) mod rxbench;
 mod traffic;
 
 use std::{

@@ -75,6 +75,12 @@ enum Cmd {
     /// One end of the demo's traffic, run inside a namespace by `tapvault demo`.
     #[command(hide = true)]
     Traffic(lab::TrafficArgs),
+    /// Benchmark traffic generator: realistic TCP flows at high packet rates (root).
+    #[command(hide = true)]
+    Blast(lab::blast::BlastArgs),
+    /// Benchmark ceiling: receive and count frames from live sources, then print counters.
+    #[command(hide = true)]
+    Rxbench(lab::rxbench::RxBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -675,6 +681,8 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Cmd::Blast(a) => lab::blast::run(a),
+        Cmd::Rxbench(a) => lab::rxbench::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,3 +17,5 @@ mod live;
 /// systemd unit, container recipe and Kubernetes manifests checked by their tools, and
 /// `tapvault check` on good and bad configurations.
 mod deploy;
+/// The AF_PACKET source and `tapvault blast` on veth pairs in namespaces (root).
+mod afpacket;

@@ -9,6 +9,8 @@
 //! block buffer happen there, and the ring slot goes back to the kernel as soon as the
 //! callback returns.
 
+pub mod afpacket;
+
 use std::{io, time::Duration};
 
 /// One received frame, borrowed from the source's ring for the duration of a callback.
@@ -36,7 +38,8 @@ pub struct SourceStats {
     pub ring_full: u64,
     /// AF_XDP: frames lost because the fill ring was empty (`rx_fill_ring_empty_descs`).
     pub fill_ring_empty: u64,
-    /// AF_XDP: invalid RX descriptors (`rx_invalid_descs`).
+    /// AF_XDP: invalid RX descriptors (`rx_invalid_descs`). AF_PACKET: ring entries with
+    /// impossible offsets, skipped with the rest of their block (never seen in practice).
     pub invalid_descs: u64,
     /// AF_PACKET: times the ring was frozen by the kernel (`tp_freeze_q_cnt`).
     pub freezes: u64,
