@@ -6,7 +6,6 @@
 //! drains, flushes every flow and publishes what is open.
 
 use std::{
-    path::PathBuf,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
@@ -15,8 +14,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use tapvault_config::{Config, FileSpeed, SourceKind};
 use tapvault_dataplane::live::{
     RxSource,
+    afpacket::{self, AfPacketOptions, AfPacketSource, Fanout, FanoutMode},
     file::{FileSource, Speed},
     pipeline::{Clock, LiveStats, Pipeline, PipelineOptions, RecordSink, Report, WorkerSpill},
 };
@@ -37,24 +38,48 @@ pub(crate) fn stop_flag() -> Arc<AtomicBool> {
     .clone()
 }
 
-/// Where packets come from.
-#[derive(Debug, Clone)]
-pub(crate) enum SourceSpec {
-    /// A capture file through the live pipeline.
-    File { path: PathBuf, speed: Speed },
-}
-
-/// Everything `capture` needs, resolved from flags and the configuration.
+/// Everything `capture` needs: the configuration and the run's own flags.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    pub(crate) source: SourceSpec,
-    pub(crate) pipeline: PipelineOptions,
-    /// Store root; `None` stores nothing.
-    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) config: Config,
+    /// Open the sources inside this network namespace.
+    pub(crate) netns: Option<String>,
     /// Stop after this long.
     pub(crate) duration: Option<Duration>,
     /// Print a status line this often (0: never).
     pub(crate) status_every: Duration,
+}
+
+/// RX queues of `iface` as this process sees them (`/sys/class/net/IF/queues/rx-*`).
+fn rx_queues(iface: &str) -> Option<usize> {
+    let n = std::fs::read_dir(format!("/sys/class/net/{iface}/queues"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    (n > 0).then_some(n)
+}
+
+/// The final counters as one JSON object.
+pub(crate) fn report_json(r: &Report) -> serde_json::Value {
+    let malformed: u64 = r.malformed.iter().sum();
+    serde_json::json!({
+        "frames": r.frames,
+        "worker_frames": r.worker_frames,
+        "ip_packets": r.ip_packets,
+        "not_ip": r.not_ip,
+        "malformed": malformed,
+        "handoff_dropped": r.handoff_dropped,
+        "source_errors": r.source_errors,
+        "kernel_received": r.source.received,
+        "kernel_ring_full": r.source.ring_full,
+        "kernel_fill_ring_empty": r.source.fill_ring_empty,
+        "kernel_invalid_descs": r.source.invalid_descs,
+        "kernel_freezes": r.source.freezes,
+        "flows_created": r.flows.flows_created,
+        "records": r.flows.records,
+        "evictions": r.flows.evictions,
+    })
 }
 
 /// One worker's packet writer: pcap segments under the store, failures counted and logged
@@ -89,16 +114,25 @@ impl WorkerSpill for SegmentSpill {
     }
 }
 
+/// A copy of every flow record, for whoever started the capture in-process.
+pub(crate) type Tee = Arc<std::sync::Mutex<Vec<FlowRecord>>>;
+
 /// Flow records into the Parquet store.
 struct FlowSink {
     writer: Option<tapvault_storage::FlowParquetWriter>,
     records: u64,
     errors: u64,
+    tee: Option<Tee>,
 }
 
 impl RecordSink for FlowSink {
     fn record(&mut self, rec: FlowRecord) {
         self.records += 1;
+        if let Some(t) = &self.tee
+            && let Ok(mut v) = t.lock()
+        {
+            v.push(rec.clone());
+        }
         if let Some(w) = &mut self.writer
             && let Err(e) = w.write(rec)
         {
@@ -125,16 +159,68 @@ impl RecordSink for FlowSink {
 }
 
 fn open_sources(s: &Settings) -> Result<(Vec<Box<dyn RxSource>>, PipelineOptions)> {
-    let mut opts = s.pipeline.clone();
-    match &s.source {
-        SourceSpec::File { path, speed } => {
-            let src = FileSource::open(path, *speed)
-                .with_context(|| format!("cannot open `{}`", path.display()))?;
+    let c = &s.config.capture;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut opts = PipelineOptions {
+        flow: s.config.flow.clone(),
+        worker_cpus: c.cpus.iter().map(|&c| c as usize).collect(),
+        ..PipelineOptions::default()
+    };
+    let sources: Vec<Box<dyn RxSource>> = match c.source {
+        SourceKind::File => {
+            let speed = match c.file_speed {
+                FileSpeed::Max => Speed::Max,
+                FileSpeed::Recorded => Speed::Recorded,
+            };
+            let src = FileSource::open(&c.file_path, speed)
+                .with_context(|| format!("cannot open `{}`", c.file_path.display()))?;
             opts.link_type = src.link_type();
             opts.clock = Clock::Packet;
-            Ok((vec![Box::new(src)], opts))
+            vec![Box::new(src)]
         }
+        SourceKind::AfPacket => {
+            if c.interface.is_empty() {
+                bail!("capture.interface: required for the af_packet source");
+            }
+            let workers = match c.workers {
+                0 => match &s.netns {
+                    None => rx_queues(&c.interface).unwrap_or(1),
+                    Some(_) => 1,
+                },
+                n => n as usize,
+            };
+            let group = match c.fanout_group {
+                0 => (std::process::id() % 0xfffe + 1) as u16,
+                g => g,
+            };
+            let mut v: Vec<Box<dyn RxSource>> = Vec::with_capacity(workers);
+            for _ in 0..workers {
+                let mut o = AfPacketOptions::new(c.interface.clone());
+                o.netns = s.netns.as_deref().map(afpacket::netns_path);
+                o.block_size = u32::try_from(c.block_size.0)
+                    .context("capture.block_size: must be below 4GiB")?;
+                o.block_count = c.block_count;
+                o.snap_len = c.snap_len;
+                o.promiscuous = c.promiscuous;
+                o.fanout = Some(Fanout {
+                    group,
+                    mode: FanoutMode::Hash,
+                    defrag: false,
+                });
+                let src = AfPacketSource::open(&o)
+                    .with_context(|| format!("cannot open AF_PACKET on `{}`", c.interface))?;
+                v.push(Box::new(src));
+            }
+            v
+        }
+        SourceKind::AfXdp => {
+            bail!("capture.source: af_xdp is not available in this build yet");
+        }
+    };
+    if opts.flow.shards == 0 {
+        opts.flow.shards = cores.saturating_sub(sources.len()).max(1);
     }
+    Ok((sources, opts))
 }
 
 fn status_line(stats: &LiveStats, elapsed: Duration) -> String {
@@ -161,57 +247,115 @@ fn status_line(stats: &LiveStats, elapsed: Duration) -> String {
     )
 }
 
+/// A running capture.
+pub(crate) struct Capture {
+    pipeline: Pipeline,
+    names: Vec<String>,
+}
+
+impl Capture {
+    /// Checks the host, opens the sources and storage, and starts the pipeline. Records
+    /// also go to `tee` when given (the demo prints them).
+    pub(crate) fn start(s: &Settings, tee: Option<Tee>) -> Result<Capture> {
+        // The interface and its queues are checked where the sockets open (maybe another
+        // namespace); the rest (data directory, CPUs, files) here.
+        let problems: Vec<String> = s
+            .config
+            .host_problems()
+            .into_iter()
+            .filter(|p| s.netns.is_none() || !p.key.starts_with("capture."))
+            .map(|p| p.to_string())
+            .collect();
+        if !problems.is_empty() {
+            bail!(
+                "the configuration does not fit this host:\n  {}",
+                problems.join("\n  ")
+            );
+        }
+        let (sources, opts) = open_sources(s)?;
+        let data_dir = (!s.config.storage.data_dir.as_os_str().is_empty())
+            .then(|| s.config.storage.data_dir.clone());
+        let pcap = s.config.storage.pcap;
+        let mut spills: Vec<Box<dyn WorkerSpill>> = Vec::new();
+        for (i, src) in sources.iter().enumerate() {
+            let writer = match &data_dir {
+                Some(dir) if pcap => Some(
+                    tapvault_storage::SegmentWriter::new(
+                        dir,
+                        &format!("w{i}"),
+                        tapvault_storage::SegmentOptions::default().link_type(opts.link_type.0),
+                    )
+                    .with_context(|| format!("cannot store packets of {}", src.name()))?,
+                ),
+                _ => None,
+            };
+            spills.push(Box::new(SegmentSpill {
+                writer,
+                errors: 0,
+                written: 0,
+            }));
+        }
+        let flow_writer = match &data_dir {
+            Some(dir) => {
+                for p in tapvault_storage::recover(dir)
+                    .with_context(|| format!("cannot recover `{}`", dir.display()))?
+                {
+                    eprintln!("tapvault: removed incomplete file {}", p.display());
+                }
+                Some(
+                    tapvault_storage::FlowParquetWriter::new(
+                        dir,
+                        "capture",
+                        tapvault_storage::WriterOptions::default(),
+                    )
+                    .with_context(|| format!("cannot store flows under `{}`", dir.display()))?,
+                )
+            }
+            None => None,
+        };
+        let sink = FlowSink {
+            writer: flow_writer,
+            records: 0,
+            errors: 0,
+            tee,
+        };
+        let names: Vec<String> = sources.iter().map(|s| s.name().to_owned()).collect();
+        let pipeline = Pipeline::start(sources, spills, Box::new(sink), &opts)
+            .context("cannot start the pipeline")?;
+        Ok(Capture { pipeline, names })
+    }
+
+    /// The sources' names.
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The live counters.
+    pub(crate) fn stats(&self) -> Arc<LiveStats> {
+        self.pipeline.stats()
+    }
+
+    /// True once every source has ended (a file source at its end).
+    pub(crate) fn sources_done(&self) -> bool {
+        self.pipeline.workers_done()
+    }
+
+    /// Stops intake, drains, flushes and publishes.
+    pub(crate) fn stop(self) -> Result<Report> {
+        let report = self.pipeline.stop().context("pipeline failed")?;
+        if report.source_errors > 0 && report.frames == 0 {
+            bail!("every receive failed ({} errors)", report.source_errors);
+        }
+        Ok(report)
+    }
+}
+
 /// Runs a capture until stopped (signal, duration, or the end of a file source).
 pub(crate) fn run(s: &Settings) -> Result<Report> {
     let stop = stop_flag();
-    let (sources, opts) = open_sources(s)?;
-    let mut spills: Vec<Box<dyn WorkerSpill>> = Vec::new();
-    for (i, src) in sources.iter().enumerate() {
-        let writer = match &s.data_dir {
-            Some(dir) => Some(
-                tapvault_storage::SegmentWriter::new(
-                    dir,
-                    &format!("w{i}"),
-                    tapvault_storage::SegmentOptions::default().link_type(opts.link_type.0),
-                )
-                .with_context(|| format!("cannot store packets of {}", src.name()))?,
-            ),
-            None => None,
-        };
-        spills.push(Box::new(SegmentSpill {
-            writer,
-            errors: 0,
-            written: 0,
-        }));
-    }
-    let flow_writer = match &s.data_dir {
-        Some(dir) => {
-            for p in tapvault_storage::recover(dir)
-                .with_context(|| format!("cannot recover `{}`", dir.display()))?
-            {
-                eprintln!("tapvault: removed incomplete file {}", p.display());
-            }
-            Some(
-                tapvault_storage::FlowParquetWriter::new(
-                    dir,
-                    "capture",
-                    tapvault_storage::WriterOptions::default(),
-                )
-                .with_context(|| format!("cannot store flows under `{}`", dir.display()))?,
-            )
-        }
-        None => None,
-    };
-    let sink = FlowSink {
-        writer: flow_writer,
-        records: 0,
-        errors: 0,
-    };
-    let names: Vec<String> = sources.iter().map(|s| s.name().to_owned()).collect();
-    let p = Pipeline::start(sources, spills, Box::new(sink), &opts)
-        .context("cannot start the pipeline")?;
-    eprintln!("tapvault: capturing from {}", names.join(", "));
-    let stats = p.stats();
+    let cap = Capture::start(s, None)?;
+    eprintln!("tapvault: capturing from {}", cap.names().join(", "));
+    let stats = cap.stats();
     let t0 = Instant::now();
     let mut last_status = Instant::now();
     loop {
@@ -222,7 +366,7 @@ pub(crate) fn run(s: &Settings) -> Result<Report> {
         if s.duration.is_some_and(|d| t0.elapsed() >= d) {
             break;
         }
-        if p.workers_done() {
+        if cap.sources_done() {
             break;
         }
         if !s.status_every.is_zero() && last_status.elapsed() >= s.status_every {
@@ -231,9 +375,5 @@ pub(crate) fn run(s: &Settings) -> Result<Report> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let report = p.stop().context("pipeline failed")?;
-    if report.source_errors > 0 && report.frames == 0 {
-        bail!("every receive failed ({} errors)", report.source_errors);
-    }
-    Ok(report)
+    cap.stop()
 }

@@ -13,6 +13,8 @@
 
 /// `tapvault blast`: the TCP traffic generator of the live benchmark.
 pub(crate) mod blast;
+/// Live records against `tapvault analyze` of a reference capture.
+mod compare;
 mod netns;
 /// `tapvault rxbench`: the bare receive-and-drop loop of the live benchmark.
 pub(crate) mod rxbench;
@@ -21,10 +23,7 @@ mod traffic;
 use std::{
     io::{self, BufWriter, Write},
     path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -45,17 +44,30 @@ use self::{
 /// Arguments of `tapvault demo`.
 #[derive(clap::Args)]
 pub(crate) struct DemoArgs {
-    /// Directory for the capture (`demo.pcap`), created if missing and always kept.
-    /// Default: a fresh temporary directory, removed at exit unless --keep is given.
+    /// Directory for the store (`data/`), the reference capture (`demo.pcap`) and the
+    /// comparison (`compare.json`), created if missing and always kept. Default: a fresh
+    /// temporary directory, removed at exit unless --keep is given.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// How long the slow reader and the idle keep-alive connection last, seconds; the whole
     /// demo takes a few seconds more.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(3..=60))]
     seconds: u64,
-    /// Keep the temporary capture directory (the pcap) after the demo.
+    /// Keep the temporary directory after the demo.
     #[arg(long)]
     keep: bool,
+    /// How tapvault captures the SPAN port: `af_xdp` (XDP program + AF_XDP sockets, the
+    /// appliance) or `af_packet` (TPACKET_V3, the node mode).
+    #[arg(long, default_value = "af_xdp", value_parser = ["af_xdp", "af_packet"])]
+    source: String,
+    /// RX queues of the SPAN port (one AF_XDP socket or fanout member per queue).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=8))]
+    queues: u64,
+    /// Also compare tapvault's live records with `tapvault analyze` on tcpdump's capture of
+    /// the same traffic (a second mirror port), and write the differences to
+    /// `compare.json`; exits with an error when they differ.
+    #[arg(long)]
+    compare: bool,
 }
 
 /// Removes the temporary output directory on every path, unless it is to be kept.
@@ -110,12 +122,7 @@ fn ensure_tools() -> Result<()> {
 pub(crate) fn demo(a: DemoArgs) -> Result<()> {
     ensure_root()?;
     ensure_tools()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = Arc::clone(&stop);
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .context("cannot install the Ctrl-C handler")?;
-    }
+    let stop = crate::capture::stop_flag();
     let t0 = Instant::now();
     let pid = std::process::id();
     let (dir, temp) = match &a.out {
@@ -132,24 +139,40 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         remove: temp && !a.keep,
     };
     let pcap = dir.join("demo.pcap");
+    let data = dir.join("data");
     let exe = std::env::current_exe().context("cannot find the tapvault binary")?;
     let exe = exe.to_str().context("the binary's path is not UTF-8")?;
 
     let mut lab = Lab::new(pid);
-    eprintln!(
-        "lab: namespaces {} — {} — {} (client — router — server), capture on {}",
-        lab.ns_client, lab.ns_router, lab.ns_server, lab.veth_client
-    );
     lab.setup()?;
-    let (ns_client, ns_server) = (lab.ns_client.clone(), lab.ns_server.clone());
+    // Two mirror ports: tapvault on the first, tcpdump (the reference) on the second.
+    lab.setup_span(2, a.queues as usize)?;
+    eprintln!(
+        "lab: namespaces {} — {} — {} (client — router — server); the client's port {} is \
+         mirrored to {} in namespace {} (tapvault, {}) and to {} (tcpdump)",
+        lab.ns_client,
+        lab.ns_router,
+        lab.ns_server,
+        lab.veth_client,
+        lab.span_ports[0],
+        lab.ns_tap,
+        a.source,
+        lab.span_ports[1]
+    );
+    let (ns_client, ns_server, ns_tap) = (
+        lab.ns_client.clone(),
+        lab.ns_server.clone(),
+        lab.ns_tap.clone(),
+    );
 
-    // The capture: `timeout` bounds tcpdump's life even if this process is killed with
-    // SIGKILL, and passes our SIGINT on to it. -Z root: write the file as root.
+    // The reference capture: `timeout` bounds tcpdump's life even if this process is killed
+    // with SIGKILL, and passes our SIGINT on to it. -Z root: write the file as root.
     let limit = (a.seconds + 60).to_string();
     let pcap_s = pcap.to_str().context("the output path is not UTF-8")?;
+    let span_ref = lab.span_ports[1].clone();
     let cap = lab.spawn(
         "tcpdump",
-        &ns_client,
+        &ns_tap,
         "timeout",
         &[
             "-s",
@@ -157,7 +180,7 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
             &limit,
             "tcpdump",
             "-i",
-            &lab.veth_client.clone(),
+            &span_ref,
             "-w",
             pcap_s,
             "-s",
@@ -176,6 +199,27 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
     cap.stderr
         .wait_for("listening on", Duration::from_secs(10), &stop)
         .context("tcpdump did not start")?;
+
+    // tapvault itself, in this process: sockets opened inside the tap namespace, storage
+    // and the API here.
+    let mut config = tapvault_config::Config::default();
+    config.capture.source = match a.source.as_str() {
+        "af_packet" => tapvault_config::SourceKind::AfPacket,
+        _ => tapvault_config::SourceKind::AfXdp,
+    };
+    config.capture.interface = lab.span_ports[0].clone();
+    config.capture.workers = a.queues as u32;
+    config.storage.data_dir = data.clone();
+    std::fs::create_dir_all(&data)?;
+    let settings = crate::capture::Settings {
+        config,
+        netns: Some(ns_tap.clone()),
+        duration: None,
+        status_every: Duration::ZERO,
+    };
+    let tee: crate::capture::Tee = Default::default();
+    let capture = crate::capture::Capture::start(&settings, Some(tee.clone()))?;
+    eprintln!("tapvault: capturing from {}", capture.names().join(", "));
 
     let srv = lab.spawn(
         "traffic server",
@@ -226,9 +270,10 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         bail!("traffic client failed: {}", cli.stderr.all().join(" / "));
     }
     let traffic_secs = t_traffic.elapsed().as_secs_f64();
-    // Let the last ACKs of the closes reach the capture before stopping it.
+    // Let the last ACKs of the closes reach both captures before stopping them.
     std::thread::sleep(Duration::from_millis(300));
     lab.stop(cap.idx);
+    let report = capture.stop()?;
     drop(srv.stdin);
     let _ = lab.wait(srv.idx, Duration::from_secs(2), &stop);
     let left = lab.teardown();
@@ -242,19 +287,11 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         .filter(|l| l.contains("packets"))
         .collect();
 
-    let opts = AnalyzeOptions {
-        flow: FlowConfig::default(),
-        threaded: false,
-        frames: false,
-    };
-    // The engine, options and printers of `tapvault analyze` (its table output).
-    let mut sink = Records(Vec::new());
-    let health = engine::analyze_file(&pcap, &opts, &mut sink, &mut |_, _| {})
-        .with_context(|| format!("analysis of `{}` failed", pcap.display()))?;
+    let mut live = std::mem::take(&mut *tee.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
     let mut out = BufWriter::new(io::stdout().lock());
-    crate::print_table(&mut out, &mut sink.0)?;
+    crate::print_table(&mut out, &mut live)?;
     writeln!(out)?;
-    crate::print_summary(&mut out, &health)?;
+    writeln!(out, "capture: {}", crate::capture::report_json(&report))?;
     writeln!(out)?;
     let scenarios: Vec<serde_json::Value> = cli
         .stdout
@@ -262,22 +299,53 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         .iter()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    hints(&mut out, &sink.0, &scenarios)?;
+    hints(&mut out, &live, &scenarios)?;
     writeln!(out)?;
+    let mut differences = 0;
+    if a.compare {
+        let opts = AnalyzeOptions {
+            flow: FlowConfig::default(),
+            threaded: false,
+            frames: false,
+        };
+        let mut sink = Records(Vec::new());
+        engine::analyze_file(&pcap, &opts, &mut sink, &mut |_, _| {})
+            .with_context(|| format!("analysis of `{}` failed", pcap.display()))?;
+        let cmp = compare::compare(&live, &sink.0);
+        differences = cmp.differences.len();
+        std::fs::write(
+            dir.join("compare.json"),
+            serde_json::to_string_pretty(&cmp.to_json())?,
+        )?;
+        writeln!(
+            out,
+            "compare: live {} flows, tcpdump + analyze {} flows, {} matched, {} differences \
+             (times within {} us)",
+            live.len(),
+            sink.0.len(),
+            cmp.matched,
+            differences,
+            compare::TIME_TOLERANCE_US
+        )?;
+        for d in cmp.differences.iter().take(20) {
+            writeln!(out, "  {d}")?;
+        }
+    }
     writeln!(
         out,
-        "traffic {traffic_secs:.1} s, demo {:.1} s; tcpdump: {}",
+        "traffic {traffic_secs:.1} s, demo {:.1} s; reference tcpdump: {}",
         t0.elapsed().as_secs_f64(),
         tcpdump_stats.join(", ")
     )?;
     if out_dir.remove {
         writeln!(
             out,
-            "capture: {} (removed at exit: pass --keep or --out DIR to keep it)",
-            pcap.display()
+            "store and capture: {} (removed at exit: pass --keep or --out DIR to keep them)",
+            dir.display()
         )?;
     } else {
-        writeln!(out, "capture: {}", pcap.display())?;
+        writeln!(out, "store: {}", data.display())?;
+        writeln!(out, "reference capture: {}", pcap.display())?;
         writeln!(
             out,
             "  open it in Wireshark, or: tapvault analyze {} --json",
@@ -285,6 +353,9 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         )?;
     }
     out.flush()?;
+    if differences > 0 {
+        bail!("live capture and tcpdump + analyze differ on {differences} field(s)");
+    }
     Ok(())
 }
 

@@ -20,7 +20,6 @@ use tapvault_storage::{DnsRecord, FlowRecord};
 /// `tapvault capture`: the live pipeline with storage.
 mod capture;
 
-
 /// `tapvault check`: the configuration and what the host supports.
 mod check;
 /// `tapvault demo` and its hidden `traffic` helper: real TCP in network namespaces.
@@ -85,21 +84,19 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct CaptureArgs {
-    /// Replay this capture file through the live pipeline instead of capturing.
+    #[command(flatten)]
+    config: settings::ConfigArgs,
+    /// Replay this capture file through the live pipeline (sets `capture.source = "file"`
+    /// and `capture.file_path`).
     #[arg(long, value_name = "PATH")]
     file: Option<PathBuf>,
-    /// With --file: `max` (as fast as possible) or `recorded` (at the recorded pace).
-    #[arg(long, default_value = "max", value_parser = ["max", "recorded"])]
-    speed: String,
-    /// Store packets and flow records under DIR (nothing is stored without it).
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+    /// Open the capture sockets inside this network namespace (a name under /run/netns);
+    /// storage and the API stay in the current one.
+    #[arg(long, value_name = "NS")]
+    netns: Option<String>,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
-    /// Flow shards (threads owning a flow table).
-    #[arg(long, default_value_t = 1)]
-    shards: usize,
     /// Print a status line every SECS seconds (0: never).
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     status_every: f64,
@@ -113,48 +110,22 @@ fn secs(name: &str, v: f64) -> Result<std::time::Duration> {
         .map_err(|_| anyhow::anyhow!("--{name} must be a non-negative number of seconds, not {v}"))
 }
 
-fn capture_cmd(a: CaptureArgs) -> Result<()> {
-    let source = match &a.file {
-        Some(path) => capture::SourceSpec::File {
-            path: path.clone(),
-            speed: if a.speed == "recorded" {
-                tapvault_dataplane::live::file::Speed::Recorded
-            } else {
-                tapvault_dataplane::live::file::Speed::Max
-            },
-        },
-        None => anyhow::bail!("no source: give --file PATH (live interfaces come with --iface)"),
-    };
+fn capture_cmd(mut a: CaptureArgs) -> Result<()> {
+    if let Some(f) = &a.file {
+        a.config.set.insert(0, "capture.source=file".into());
+        a.config
+            .set
+            .insert(1, format!("capture.file_path={}", f.display()));
+    }
+    let cfg = a.config.load()?;
     let settings = capture::Settings {
-        source,
-        pipeline: tapvault_dataplane::live::pipeline::PipelineOptions {
-            flow: FlowConfig {
-                shards: a.shards,
-                ..FlowConfig::default()
-            },
-            ..Default::default()
-        },
-        data_dir: a.data_dir.clone(),
         duration: a.duration.map(|d| secs("duration", d)).transpose()?,
         status_every: secs("status-every", a.status_every)?,
+        netns: a.netns.clone(),
+        config: cfg,
     };
     let r = capture::run(&settings)?;
-    let malformed: u64 = r.malformed.iter().sum();
-    let summary = serde_json::json!({
-        "frames": r.frames,
-        "ip_packets": r.ip_packets,
-        "not_ip": r.not_ip,
-        "malformed": malformed,
-        "handoff_dropped": r.handoff_dropped,
-        "source_errors": r.source_errors,
-        "kernel_ring_full": r.source.ring_full,
-        "kernel_fill_ring_empty": r.source.fill_ring_empty,
-        "kernel_invalid_descs": r.source.invalid_descs,
-        "kernel_freezes": r.source.freezes,
-        "flows_created": r.flows.flows_created,
-        "records": r.flows.records,
-        "evictions": r.flows.evictions,
-    });
+    let summary = capture::report_json(&r);
     eprintln!("tapvault: capture ended: {summary}");
     if let Some(p) = &a.report_json {
         std::fs::write(p, format!("{summary}\n"))

@@ -66,10 +66,6 @@ impl ConfigArgs {
     }
 
     /// Loads and checks the values (not the host: see [`Config::host_problems`]).
-    #[expect(
-        dead_code,
-        reason = "for `tapvault capture`, which the live pipeline adds"
-    )]
     pub(crate) fn load(&self) -> Result<Config> {
         let file = self.file();
         Config::load(file.as_deref(), tapvault_env(), &self.overrides())

@@ -12,10 +12,10 @@ mod cli;
 /// Real Linux TCP from `tapvault demo` (network namespaces, root) against tshark.
 mod netns;
 
-/// The live pipeline fed by capture files.
-mod live;
+/// The AF_PACKET source and `tapvault blast` on veth pairs in namespaces (root).
+mod afpacket;
 /// systemd unit, container recipe and Kubernetes manifests checked by their tools, and
 /// `tapvault check` on good and bad configurations.
 mod deploy;
-/// The AF_PACKET source and `tapvault blast` on veth pairs in namespaces (root).
-mod afpacket;
+/// The live pipeline fed by capture files.
+mod live;

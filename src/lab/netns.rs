@@ -376,9 +376,27 @@ impl Lab {
         for k in 0..mirrors {
             let (m, p) = (format!("{tag}m{k}"), format!("{tag}t{k}"));
             run(&[
-                "ip", "link", "add", &m, "netns", &c, "numtxqueues", &q, "numrxqueues", &q,
-                "type", "veth", "peer", "name", &p, "netns", &t, "numtxqueues", &q,
-                "numrxqueues", &q,
+                "ip",
+                "link",
+                "add",
+                &m,
+                "netns",
+                &c,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &p,
+                "netns",
+                &t,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
             ])?;
             for (ns, dev) in [(&c, &m), (&t, &p)] {
                 run(&[
@@ -386,6 +404,17 @@ impl Lab {
                     "gso", "off", "gro", "off",
                 ])
                 .context("turning offloads off failed (is ethtool installed?)")?;
+                // No IPv6 on the mirror link: otherwise its own router solicitations and
+                // MLD reports would be captured beside the mirrored traffic.
+                run(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{dev}.disable_ipv6=1"),
+                ])?;
                 run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
             }
             mirror_devs.push(m);

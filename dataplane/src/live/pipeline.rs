@@ -217,6 +217,8 @@ pub struct LiveStats {
 pub struct Report {
     /// Frames received, all workers.
     pub frames: u64,
+    /// Frames received per worker (source), in source order.
+    pub worker_frames: Vec<u64>,
     /// Frames decoded to IP.
     pub ip_packets: u64,
     /// Frames without IP.
@@ -477,6 +479,7 @@ impl Pipeline {
         }
         for w in &self.stats.workers {
             report.frames += w.frames.load(Relaxed);
+            report.worker_frames.push(w.frames.load(Relaxed));
             report.handoff_dropped += w.handoff_dropped.load(Relaxed);
             report.source_errors += w.source_errors.load(Relaxed);
         }
