@@ -41,6 +41,7 @@ use std::{io, path::PathBuf};
 mod layout;
 mod reader;
 mod schema;
+pub(crate) mod wal;
 mod writer;
 
 pub use reader::{ReadStats, read_flows, read_flows_with_stats};

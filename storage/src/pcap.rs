@@ -80,7 +80,9 @@ mod writer;
 
 pub use format::{FrameInfo, SegmentIndex};
 pub use reader::{ReadStats, SegmentReader, read_packets};
-pub use writer::{PublishedSegment, Recovered, SegmentOptions, SegmentWriter, recover};
+pub use writer::{
+    PublishedSegment, Recovered, SegmentOptions, SegmentWriter, recover, recover_segment,
+};
 
 /// Version of the index format written by this crate.
 pub const INDEX_VERSION: u32 = 1;
