@@ -19,6 +19,8 @@ use tapvault_storage::{DnsRecord, FlowRecord};
 
 /// `tapvault demo` and its hidden `traffic` helper: real TCP in network namespaces.
 mod lab;
+/// `tapvault storage-soak` (hidden): the crash test's writing process.
+mod soak;
 
 /// mimalloc: per-thread heaps suit the pipeline, where records are built on shard threads and
 /// freed on the output thread (glibc's allocator spent a tenth of the CPU on that hand-off).
@@ -48,6 +50,10 @@ enum Cmd {
     /// One end of the demo's traffic, run inside a namespace by `tapvault demo`.
     #[command(hide = true)]
     Traffic(lab::TrafficArgs),
+    /// Writes deterministic packets and flow records through the storage services and logs
+    /// what they acknowledged (the SIGKILL crash test's writer).
+    #[command(hide = true)]
+    StorageSoak(soak::SoakArgs),
 }
 
 #[derive(clap::Args)]
@@ -562,6 +568,7 @@ fn main() -> ExitCode {
         Cmd::Analyze(a) => analyze(a),
         Cmd::Demo(a) => lab::demo(a),
         Cmd::Traffic(a) => lab::traffic(a),
+        Cmd::StorageSoak(a) => soak::soak(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,3 +11,6 @@ mod cli;
 
 /// Real Linux TCP from `tapvault demo` (network namespaces, root) against tshark.
 mod netns;
+
+/// The storage services under SIGKILL (`tapvault storage-soak`, several rounds).
+mod storage;

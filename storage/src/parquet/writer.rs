@@ -142,8 +142,10 @@ impl FlowParquetWriter {
     /// A writer that converts generation `generation` of a flow log: one file per hour, each
     /// published under its `.ready` name by [`flush`](Self::flush).
     pub(crate) fn for_wal(root: &Path, writer_id: &str, generation: u64) -> Result<Self> {
-        let mut options = WriterOptions::default();
-        options.max_rows_per_file = usize::MAX;
+        let options = WriterOptions {
+            max_rows_per_file: usize::MAX,
+            ..WriterOptions::default()
+        };
         let mut w = FlowParquetWriter::new(root, writer_id, options)?;
         w.ready_gen = Some(generation);
         Ok(w)
