@@ -220,6 +220,10 @@ pub struct PacketStoreStats {
     pub free_bytes: Option<u64>,
 }
 
+/// A paused packet store does not try to resume with less free space than this (one
+/// segment block and its seek table).
+const RESUME_MIN_FREE: u64 = 256 << 10;
+
 /// Free bytes for unprivileged users of the file system holding `path`.
 pub fn free_bytes(path: &Path) -> Option<u64> {
     let s = nix::sys::statvfs::statvfs(path).ok()?;
@@ -228,6 +232,18 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
         reason = "the statvfs field types differ between platforms"
     )]
     Some(u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())))
+}
+
+/// An error and its causes, `: `-separated (the log line and `last_error`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }
 
 fn is_disk_full(e: &PcapError) -> bool {
@@ -253,6 +269,10 @@ pub struct PacketStore {
     /// Segments given up after an error, with the packets written to them, waiting for
     /// [`recover_segment`].
     deferred: Vec<(PathBuf, u64)>,
+    /// After a pause, spill resumes on probation: the episode ends (and the resumption is
+    /// logged) only when packets written since are synced; a failure before that continues
+    /// the same episode. Holds the durable count at the resumption.
+    probation: Option<u64>,
 }
 
 impl PacketStore {
@@ -280,6 +300,7 @@ impl PacketStore {
             last_space_check_ns: None,
             unsynced_oldest: None,
             deferred: Vec::new(),
+            probation: None,
         })
     }
 
@@ -396,6 +417,17 @@ impl PacketStore {
         if self.w.pending_packets() == 0 {
             self.unsynced_oldest = None;
         }
+        if let Some(at) = self.probation
+            && self.stats.packets_durable > at
+            && self.stats.paused.is_none()
+        {
+            self.probation = None;
+            let dropped = self.stats.spill_dropped_disk_full + self.stats.spill_dropped_io_error;
+            (self.opts.log)(&format!(
+                "pcap spill resumed (writer {}); {dropped} packets dropped so far",
+                self.writer_id
+            ));
+        }
     }
 
     fn published(&mut self, r: pcap::Result<Option<pcap::PublishedSegment>>) {
@@ -427,15 +459,20 @@ impl PacketStore {
         }
         self.unsynced_oldest = None;
         self.recover_deferred();
-        self.stats.last_error = Some(e.to_string());
+        let msg = chain(e);
+        self.stats.last_error = Some(msg.clone());
         if self.stats.paused.is_none() {
-            self.pause(reason, e.to_string());
+            self.pause(reason, msg);
         }
         reason
     }
 
     fn pause(&mut self, reason: PauseReason, why: String) {
         self.stats.paused = Some(reason);
+        if self.probation.is_some() {
+            // The resumption did not hold: the same episode goes on.
+            return;
+        }
         self.stats.pause_episodes += 1;
         (self.opts.log)(&format!(
             "pcap spill paused (writer {}): {why}; packets are counted as spill_dropped_{} until it resumes",
@@ -470,19 +507,15 @@ impl PacketStore {
     fn try_resume(&mut self, now_ns: i64) {
         self.next_retry_ns = now_ns + self.opts.retry_interval_ns;
         self.stats.free_bytes = free_bytes(&self.root);
-        if self.below_minimum() {
+        if self.below_minimum() || self.stats.free_bytes.is_some_and(|f| f < RESUME_MIN_FREE) {
             return;
         }
         self.recover_deferred();
         if !self.deferred.is_empty() {
             return;
         }
-        let dropped = self.stats.spill_dropped_disk_full + self.stats.spill_dropped_io_error;
         self.stats.paused = None;
-        (self.opts.log)(&format!(
-            "pcap spill resumed (writer {}); {dropped} packets dropped so far",
-            self.writer_id
-        ));
+        self.probation = Some(self.stats.packets_written);
     }
 }
 
@@ -723,7 +756,7 @@ impl FlowStore {
                 Err(e) => {
                     // A half-created log would hold no records; leave it to recovery.
                     let _ = std::fs::remove_file(&path);
-                    self.fail(&e.to_string(), is_full_parquet(&e));
+                    self.fail(&chain(&e), is_full_parquet(&e));
                     return false;
                 }
             }
@@ -877,11 +910,12 @@ fn convert_loop(
                     });
                 }
                 Err(e) => {
-                    shared.update(|t| t.last_error = Some(e.to_string()));
+                    let msg = chain(&e);
+                    shared.update(|t| t.last_error = Some(msg.clone()));
                     if !failing {
                         failing = true;
                         (opts.log)(&format!(
-                            "flow log conversion paused: {e}; retrying every {} ms",
+                            "flow log conversion paused: {msg}; retrying every {} ms",
                             retry.as_millis()
                         ));
                     }
@@ -1034,11 +1068,12 @@ impl Maintenance {
                 });
             }
             Err(e) => {
-                (self.log)(&format!("retention failed: {e}"));
+                let msg = chain(e);
+                (self.log)(&format!("retention failed: {msg}"));
                 self.stats.update(|s| {
                     s.runs += 1;
                     s.failures += 1;
-                    s.last_error = Some(e.to_string());
+                    s.last_error = Some(msg);
                 });
             }
         }
