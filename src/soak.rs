@@ -123,7 +123,7 @@ pub(crate) fn soak(a: SoakArgs) -> Result<()> {
             last_ts = ts;
             let data = soak_packet(a.round, seq);
             packets.write(ts, data.len() as u32 + 4, &data, seq % 50);
-            if seq % RECORD_EVERY == 0 {
+            if seq.is_multiple_of(RECORD_EVERY) {
                 flows.write(&FlowRecord {
                     flow_id: format!("{:04x}{seq:012x}", a.round),
                     first_seen_ns: ts,

@@ -119,7 +119,14 @@ fn sigkill_loses_at_most_the_last_flush_interval() {
             .args(["storage-soak", "--dir"])
             .arg(&root)
             .args(["--round", &round.to_string(), "--rate", &RATE.to_string()])
-            .args(["--seconds", "60", "--segment-secs", "2", "--publish-secs", "1.5"])
+            .args([
+                "--seconds",
+                "60",
+                "--segment-secs",
+                "2",
+                "--publish-secs",
+                "1.5",
+            ])
             .arg("--ack")
             .arg(&ack)
             .stderr(Stdio::null())
@@ -131,7 +138,10 @@ fn sigkill_loses_at_most_the_last_flush_interval() {
         while read_ack(&ack).0.is_none() && t0.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(read_ack(&ack).0.is_some(), "round {round}: soak never started");
+        assert!(
+            read_ack(&ack).0.is_some(),
+            "round {round}: soak never started"
+        );
         std::thread::sleep(Duration::from_millis(delay));
         child.kill().unwrap(); // SIGKILL
         let killed_at = now_ns();
@@ -162,7 +172,11 @@ fn sigkill_loses_at_most_the_last_flush_interval() {
     assert!(segments.len() >= ROUNDS as usize);
     for s in &segments {
         let r = tapvault_storage::SegmentReader::open(s).unwrap();
-        let st = Command::new("zstd").args(["-q", "-t"]).arg(s).status().unwrap();
+        let st = Command::new("zstd")
+            .args(["-q", "-t"])
+            .arg(s)
+            .status()
+            .unwrap();
         assert!(st.success(), "zstd -t {}", s.display());
         let out = Command::new("tshark")
             .args(["-n", "-r"])
@@ -172,7 +186,12 @@ fn sigkill_loses_at_most_the_last_flush_interval() {
             .unwrap();
         assert!(out.status.success(), "tshark -r {}", s.display());
         let n = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
-        assert_eq!(n, r.index().packets, "tshark reads every packet of {}", s.display());
+        assert_eq!(
+            n,
+            r.index().packets,
+            "tshark reads every packet of {}",
+            s.display()
+        );
     }
 
     // Packets: per round, exactly 0..n, as written.
@@ -198,7 +217,10 @@ fn sigkill_loses_at_most_the_last_flush_interval() {
         let round = u32::from_str_radix(&r.flow_id[..4], 16).unwrap();
         let seq = u64::from_str_radix(&r.flow_id[4..], 16).unwrap();
         assert_eq!(r.packets_c2s, seq);
-        rec_round.entry(round).or_default().push((seq, r.last_seen_ns));
+        rec_round
+            .entry(round)
+            .or_default()
+            .push((seq, r.last_seen_ns));
     }
     for round in 0..ROUNDS {
         let killed_at = kills[&round];
@@ -207,16 +229,29 @@ fn sigkill_loses_at_most_the_last_flush_interval() {
         let mut pk = per_round.remove(&round).unwrap_or_default();
         pk.sort();
         for (i, (seq, _)) in pk.iter().enumerate() {
-            assert_eq!(*seq, i as u64, "round {round}: packets are 0..n without holes");
+            assert_eq!(
+                *seq, i as u64,
+                "round {round}: packets are 0..n without holes"
+            );
         }
         let mut rc = rec_round.remove(&round).unwrap_or_default();
         rc.sort();
         for (i, (seq, _)) in rc.iter().enumerate() {
-            assert_eq!(*seq, i as u64 * RECORD_EVERY, "round {round}: records without holes");
+            assert_eq!(
+                *seq,
+                i as u64 * RECORD_EVERY,
+                "round {round}: records without holes"
+            );
         }
         let (n, m) = (pk.len() as u64, rc.len() as u64);
-        assert!(n >= acked_p, "round {round}: {n} packets < {acked_p} acknowledged");
-        assert!(m >= acked_r, "round {round}: {m} records < {acked_r} acknowledged");
+        assert!(
+            n >= acked_p,
+            "round {round}: {n} packets < {acked_p} acknowledged"
+        );
+        assert!(
+            m >= acked_r,
+            "round {round}: {m} records < {acked_r} acknowledged"
+        );
         let bound = killed_at - (FLUSH_NS + TICK_NS + SLACK_NS);
         let last_p = pk.last().map_or(start, |p| p.1);
         let last_r = rc.last().map_or(start, |r| r.1);
@@ -228,8 +263,14 @@ fn sigkill_loses_at_most_the_last_flush_interval() {
             (killed_at - last_p) / 1_000_000,
             (killed_at - last_r) / 1_000_000
         );
-        assert!(last_p >= bound, "round {round}: packets lost beyond the flush interval");
-        assert!(last_r >= bound, "round {round}: records lost beyond the flush interval");
+        assert!(
+            last_p >= bound,
+            "round {round}: packets lost beyond the flush interval"
+        );
+        assert!(
+            last_r >= bound,
+            "round {round}: records lost beyond the flush interval"
+        );
     }
     assert!(per_round.is_empty() && rec_round.is_empty());
 

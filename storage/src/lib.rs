@@ -20,12 +20,11 @@ pub mod pcap;
 pub use crate::pcap::{PcapError, SegmentOptions, SegmentReader, SegmentWriter};
 pub mod retention;
 pub mod store;
-pub use crate::store::{
-    FlowStore, FlowStoreStats, LogFn, Maintenance, MaintenanceHandle, MaintenanceStats,
-    PacketStore, PacketStoreStats, PauseReason, Shared, StoreOptions, StoreRecovery,
-    recover_store,
-};
 pub use crate::retention::{
     DeleteReason, DeletedFile, KindReport, RetentionError, RetentionPolicy, RetentionReport,
     StoreKind,
+};
+pub use crate::store::{
+    FlowStore, FlowStoreStats, LogFn, Maintenance, MaintenanceHandle, MaintenanceStats,
+    PacketStore, PacketStoreStats, PauseReason, Shared, StoreOptions, StoreRecovery, recover_store,
 };

@@ -412,8 +412,7 @@ impl PacketStore {
     }
 
     fn synced(&mut self) {
-        self.stats.packets_durable =
-            self.stats.packets_written - self.w.pending_packets() as u64;
+        self.stats.packets_durable = self.stats.packets_written - self.w.pending_packets() as u64;
         if self.w.pending_packets() == 0 {
             self.unsynced_oldest = None;
         }
@@ -607,13 +606,20 @@ impl FlowStore {
         let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
         let stop = Arc::new(AtomicBool::new(false));
         let handle = {
-            let (root, shared, stop, opts) =
-                (root.clone(), shared.clone(), Arc::clone(&stop), opts.clone());
+            let (root, shared, stop, opts) = (
+                root.clone(),
+                shared.clone(),
+                Arc::clone(&stop),
+                opts.clone(),
+            );
             let name = format!("flowlog-{writer_id}");
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || convert_loop(&root, &rx, &shared, &stop, &opts))
-                .map_err(parquet::Error::io("spawn a thread for", PathBuf::from(writer_id)))?
+                .map_err(parquet::Error::io(
+                    "spawn a thread for",
+                    PathBuf::from(writer_id),
+                ))?
         };
         let mut stats = FlowStoreStats::default();
         for (path, _) in leftover {
@@ -896,10 +902,7 @@ fn convert_loop(
                     progressed = true;
                     if failing {
                         failing = false;
-                        (opts.log)(&format!(
-                            "flow log conversion resumed ({})",
-                            path.display()
-                        ));
+                        (opts.log)(&format!("flow log conversion resumed ({})", path.display()));
                     }
                     shared.update(|t| {
                         t.logs_converted += 1;
@@ -1098,8 +1101,7 @@ impl Maintenance {
                     loop {
                         let _ = self.run_once(now());
                         let Ok(guard) = lock.lock() else { return };
-                        let Ok((guard, _)) = cv.wait_timeout_while(guard, interval, |s| !*s)
-                        else {
+                        let Ok((guard, _)) = cv.wait_timeout_while(guard, interval, |s| !*s) else {
                             return;
                         };
                         if *guard {

@@ -6,8 +6,8 @@ use std::{
 };
 
 use tapvault_storage::{
-    FlowRecord, FlowStore, Maintenance, PacketStore, PauseReason, RetentionPolicy,
-    SegmentOptions, SegmentReader, StoreOptions, pcap, read_flows,
+    FlowRecord, FlowStore, Maintenance, PacketStore, PauseReason, RetentionPolicy, SegmentOptions,
+    SegmentReader, StoreOptions, pcap, read_flows,
 };
 
 use crate::util::TempDir;
@@ -57,7 +57,9 @@ fn mix(mut z: u64) -> u64 {
 
 /// 1000 incompressible bytes for packet `i`.
 fn packet(i: u64) -> Vec<u8> {
-    (0..125).flat_map(|k| mix(i * 131 + k).to_le_bytes()).collect()
+    (0..125)
+        .flat_map(|k| mix(i * 131 + k).to_le_bytes())
+        .collect()
 }
 
 fn record(i: u64, ts: i64) -> FlowRecord {
@@ -120,7 +122,7 @@ fn full_disk_pauses_packets_keeps_flows_and_resumes() {
     // 1000-byte incompressible packets, 4 MB per simulated second, until the disk is full.
     while packets.current_stats().paused.is_none() && i < 20_000 {
         packets.write(ts, 1000, &packet(i), i % 7);
-        if i % 100 == 0 {
+        if i.is_multiple_of(100) {
             flows.write(&record(records, ts));
             records += 1;
             packets.tick(ts);
@@ -131,11 +133,14 @@ fn full_disk_pauses_packets_keeps_flows_and_resumes() {
     }
     let s = packets.current_stats().clone();
     assert_eq!(s.paused, Some(PauseReason::DiskFull), "{s:?}");
-    assert!(s.last_error.as_deref().unwrap_or("").contains("No space"), "{s:?}");
+    assert!(
+        s.last_error.as_deref().unwrap_or("").contains("No space"),
+        "{s:?}"
+    );
     // Keep going while full: packets are counted, records are kept.
     for _ in 0..2000 {
         packets.write(ts, 1000, &packet(i), 0);
-        if i % 100 == 0 {
+        if i.is_multiple_of(100) {
             flows.write(&record(records, ts));
             records += 1;
             packets.tick(ts);
@@ -186,7 +191,10 @@ fn full_disk_pauses_packets_keeps_flows_and_resumes() {
     records += 1;
     let p = packets.close();
     let f = flows.close();
-    assert_eq!(p.spill_dropped_disk_full, dropped, "nothing dropped after resuming");
+    assert_eq!(
+        p.spill_dropped_disk_full, dropped,
+        "nothing dropped after resuming"
+    );
     assert_eq!(count(&lines, "pcap spill resumed"), 1);
     assert_eq!(count(&lines, "pcap spill paused"), 1);
     assert_eq!(p.pause_episodes, 1);
@@ -202,7 +210,11 @@ fn full_disk_pauses_packets_keeps_flows_and_resumes() {
         if name.ends_with(".pcap.zst") {
             let r = SegmentReader::open(p).unwrap();
             assert!(r.index().packets > 0);
-            let st = Command::new("zstd").args(["-q", "-t"]).arg(p).status().unwrap();
+            let st = Command::new("zstd")
+                .args(["-q", "-t"])
+                .arg(p)
+                .status()
+                .unwrap();
             assert!(st.success(), "zstd -t {}", p.display());
         }
     }
@@ -287,7 +299,10 @@ fn recovery_keeps_every_complete_frame() {
         .clone();
     let frames = &index.frames;
     assert!(frames.len() > 10, "{} frames", frames.len());
-    let last_end = frames.last().map(|f| f.offset + u64::from(f.compressed_size)).unwrap();
+    let last_end = frames
+        .last()
+        .map(|f| f.offset + u64::from(f.compressed_size))
+        .unwrap();
     let mut cuts = vec![0, 1, 4, 23, full.len() - 1, full.len() - 5, full.len()];
     for f in frames {
         let (o, c) = (f.offset as usize, f.compressed_size as usize);
@@ -329,7 +344,11 @@ fn recovery_keeps_every_complete_frame() {
         for (k, (ts, data)) in pkts.iter().take(n as usize).enumerate() {
             let secs = u32::from_le_bytes(stream[pos..pos + 4].try_into().unwrap());
             let nanos = u32::from_le_bytes(stream[pos + 4..pos + 8].try_into().unwrap());
-            assert_eq!(i64::from(secs) * SEC + i64::from(nanos), *ts, "cut {cut} packet {k}");
+            assert_eq!(
+                i64::from(secs) * SEC + i64::from(nanos),
+                *ts,
+                "cut {cut} packet {k}"
+            );
             assert_eq!(&stream[pos + 16..pos + 16 + data.len()], &data[..]);
             pos += 16 + data.len();
         }

@@ -122,8 +122,7 @@ pub(crate) struct Contents {
 pub(crate) fn read(path: &Path) -> Result<Contents> {
     let bytes = fs::read(path).map_err(Error::io("read", path))?;
     let mut out = Contents::default();
-    if bytes.len() < HEADER_LEN || bytes[..8] != *MAGIC || bytes[8..12] != VERSION.to_le_bytes()
-    {
+    if bytes.len() < HEADER_LEN || bytes[..8] != *MAGIC || bytes[8..12] != VERSION.to_le_bytes() {
         return Ok(out);
     }
     let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
@@ -401,7 +400,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(parse_wal_name("shard_1-17.wal"), Some(("shard_1".into(), 17)));
+        assert_eq!(
+            parse_wal_name("shard_1-17.wal"),
+            Some(("shard_1".into(), 17))
+        );
         assert_eq!(parse_wal_name("a-b-1.wal"), None);
         assert_eq!(
             parse_ready_name(&ready_name("w_1", 3, -5)),

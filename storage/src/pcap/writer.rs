@@ -408,7 +408,10 @@ impl SegmentWriter {
         let mut journal =
             File::create(&journal_path).map_err(PcapError::io("create", &journal_path))?;
         journal
-            .write_all(&journal_header(self.options.link_type, self.options.snap_len))
+            .write_all(&journal_header(
+                self.options.link_type,
+                self.options.snap_len,
+            ))
             .map_err(PcapError::io("write", &journal_path))?;
         self.frame.clear();
         self.frame
@@ -528,7 +531,14 @@ impl SegmentWriter {
             max_ts: seg.max_ts,
             frames: seg.frames,
         };
-        publish(&seg.dir, &seg.tmp, &self.writer_id, &index, &seg.journal_path).map(Some)
+        publish(
+            &seg.dir,
+            &seg.tmp,
+            &self.writer_id,
+            &index,
+            &seg.journal_path,
+        )
+        .map(Some)
     }
 }
 
@@ -732,8 +742,8 @@ fn padding_intact(file: &mut File, offset: u64, len: u64) -> bool {
 /// [`SegmentWriter::sync`] may survive without its entry, and is dropped with the rest of
 /// that unsynced interval.
 pub fn recover_segment(tmp: &Path) -> Result<Option<PublishedSegment>> {
-    let (dir, writer_id, journal) = tmp_parts(tmp)
-        .ok_or_else(|| PcapError::corrupt(tmp, "not a temporary segment name"))?;
+    let (dir, writer_id, journal) =
+        tmp_parts(tmp).ok_or_else(|| PcapError::corrupt(tmp, "not a temporary segment name"))?;
     let mut frames = match read_journal(&journal)? {
         Some((link_type, snap_len, frames)) => (link_type, snap_len, frames),
         None => (1, MAX_SNAP_LEN, Vec::new()),
@@ -751,8 +761,8 @@ pub fn recover_segment(tmp: &Path) -> Result<Option<PublishedSegment>> {
     let mut end = 0u64;
     let mut keep = 0;
     for (i, f) in frames.2.iter().enumerate() {
-        let gap_ok = f.offset == end
-            || (f.offset > end && padding_intact(&mut file, end, f.offset - end));
+        let gap_ok =
+            f.offset == end || (f.offset > end && padding_intact(&mut file, end, f.offset - end));
         if (i == 0 && f.offset != 0) || !gap_ok || !frame_intact(&mut file, len, f, i == 0) {
             break;
         }
