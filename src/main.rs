@@ -38,6 +38,8 @@ mod logging;
 mod notify;
 /// `--config`, `--set` and the common configuration flags.
 mod settings;
+/// `tapvault storage-soak` (hidden): the crash test's writing process.
+mod soak;
 
 /// mimalloc: per-thread heaps suit the pipeline, where records are built on shard threads and
 /// freed on the output thread (glibc's allocator spent a tenth of the CPU on that hand-off).
@@ -80,6 +82,10 @@ enum Cmd {
     /// Benchmark ceiling: receive and count frames from live sources, then print counters.
     #[command(hide = true)]
     Rxbench(lab::rxbench::RxBenchArgs),
+    /// Writes deterministic packets and flow records through the storage services and logs
+    /// what they acknowledged (the SIGKILL crash test's writer).
+    #[command(hide = true)]
+    StorageSoak(soak::SoakArgs),
 }
 
 #[derive(clap::Args)]
@@ -654,6 +660,7 @@ fn main() -> ExitCode {
         },
         Cmd::Blast(a) => lab::blast::run(a),
         Cmd::Rxbench(a) => lab::rxbench::run(a),
+        Cmd::StorageSoak(a) => soak::soak(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

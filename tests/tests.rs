@@ -19,3 +19,5 @@ mod afpacket;
 mod deploy;
 /// The live pipeline fed by capture files.
 mod live;
+/// The storage services under SIGKILL (`tapvault storage-soak`, several rounds).
+mod storage;

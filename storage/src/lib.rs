@@ -2,6 +2,8 @@
 //!
 //! The entry point is [`FlowRecord`]: one flat record per connection, whose field names are the
 //! product's public schema (JSON lines, Parquet columns and API fields use them as written).
+//! Live capture stores packets and records through [`PacketStore`] and [`FlowStore`] (see
+//! [`store`] for the order of calls and the crash-safety guarantees).
 #![deny(missing_docs)]
 
 mod json;
@@ -17,7 +19,12 @@ pub use crate::parquet::{
 pub mod pcap;
 pub use crate::pcap::{PcapError, SegmentOptions, SegmentReader, SegmentWriter};
 pub mod retention;
+pub mod store;
 pub use crate::retention::{
     DeleteReason, DeletedFile, KindReport, RetentionError, RetentionPolicy, RetentionReport,
     StoreKind,
+};
+pub use crate::store::{
+    FlowStore, FlowStoreStats, LogFn, Maintenance, MaintenanceHandle, MaintenanceStats,
+    PacketStore, PacketStoreStats, PauseReason, Shared, StoreOptions, StoreRecovery, recover_store,
 };

@@ -20,10 +20,24 @@
 //! The temporary name starts with a dot because pyarrow's and Spark's dataset discovery skip
 //! such files, and ends in `.tmp` so that `*.parquet` globs (DuckDB) skip them as well.
 //!
-//! A file is published when its writer is flushed ([`FlowParquetWriter::flush`]) or closed,
-//! or when it reaches the maximum rows per file. A crash therefore loses at most the records
-//! written since the last flush; their incomplete `*.parquet.tmp` files are removed by
-//! [`recover`] on the next start.
+//! [`FlowParquetWriter`] publishes when flushed or closed (or at the maximum rows per file);
+//! a crash loses the records since. Live capture writes through
+//! [`FlowStore`](crate::FlowStore) instead, which appends every record to a write-ahead
+//! *flow log* (`ROOT/flows/.wal/<writer-id>-<generation>.wal`: length-prefixed, CRC-32
+//! checked JSON records), `fdatasync`s it every flush interval (default 1 s) and, every
+//! publish interval (default 60 s), hands it to a background thread that converts it into
+//! one Parquet file per hour with a commit protocol that publishes each record exactly once
+//! even if the process dies mid-way (see `parquet/wal.rs`). A crash loses at most the last
+//! flush interval; [`recover_store`](crate::recover_store) converts the logs left behind.
+//!
+//! Why a log rather than a small Parquet file per flush: a Parquet file per writer per
+//! second is 3,600 files an hour to list, open and later compact (and compaction is its own
+//! crash-safety problem, with duplicates visible between publishing the compacted file and
+//! deleting its parts); a log append costs one `write` per batch and one `fdatasync` per
+//! second, and Parquet files stay few and large. The price is that records reach Parquet
+//! readers one publish interval late.
+//!
+//! [`recover`] removes incomplete `*.parquet.tmp` files (incomplete by construction).
 //!
 //! # Schema
 //!
@@ -41,6 +55,7 @@ use std::{io, path::PathBuf};
 mod layout;
 mod reader;
 mod schema;
+pub(crate) mod wal;
 mod writer;
 
 pub use reader::{ReadStats, read_flows, read_flows_with_stats};

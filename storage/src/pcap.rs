@@ -61,13 +61,27 @@
 //!
 //! # Publication and crash safety
 //!
-//! A segment is written as `.<writer-id>-<seq>.pcap.zst.tmp` in its final directory. When
-//! it is finished (it rolled, or the writer was flushed or closed) the seek table is
-//! appended and the file synced, the index written as `.<final-name>.idx.tmp` and synced,
-//! then the segment renamed to its final name, the directory synced, the index renamed and
-//! the directory synced again. Readers only read a segment whose index exists. After a
-//! crash, [`recover`] publishes an index whose segment was already renamed (both were
-//! complete and synced before the first rename) and removes every other temporary file.
+//! A segment is written as `.<writer-id>-<seq>.pcap.zst.tmp` in its final directory, with a
+//! journal beside it, `.<writer-id>-<seq>.journal.tmp`: a header (magic `TVPCAPJL`, version
+//! u32 = 1, link type u32, snap length u32), then per frame one record (payload length u32,
+//! CRC-32 u32, payload = the frame's index entry as above). A frame's journal record is
+//! written before the frame itself. [`SegmentWriter::seal_frame`] turns pending packets into
+//! complete frames and [`SegmentWriter::sync`] `fdatasync`s segment then journal;
+//! [`PacketStore`](crate::PacketStore) calls both every flush interval (default 1 s), so a
+//! crash loses at most the packets of the last interval.
+//!
+//! When a segment is finished (it rolled, or the writer was flushed or closed) the seek table
+//! is appended and the file synced, the index written as `.<final-name>.idx.tmp` and synced,
+//! then the segment renamed to its final name, the directory synced, the index renamed, the
+//! directory synced again and the journal removed. Readers only read a segment whose index
+//! exists. After a crash, [`recover`] publishes an index whose segment was already renamed
+//! (both were complete and synced before the first rename), and [`recover_segment`] publishes
+//! each temporary segment with the frames its journal lists that are whole in the file (it
+//! decompresses each and checks its records): the file is cut after the last of them (a
+//! partial frame, padding or seek table goes), padding and the seek table are appended, and
+//! the index is built from the journal. Nothing readable is thrown away: a frame is only
+//! ever missing from the journal after a power loss, and then it was written after the last
+//! sync. Journals without a segment are removed.
 //!
 //! [Zstandard seekable format]: https://github.com/facebook/zstd/blob/dev/contrib/seekable_format/zstd_seekable_compression_format.md
 
@@ -80,7 +94,9 @@ mod writer;
 
 pub use format::{FrameInfo, SegmentIndex};
 pub use reader::{ReadStats, SegmentReader, read_packets};
-pub use writer::{PublishedSegment, Recovered, SegmentOptions, SegmentWriter, recover};
+pub use writer::{
+    PublishedSegment, Recovered, SegmentOptions, SegmentWriter, recover, recover_segment,
+};
 
 /// Version of the index format written by this crate.
 pub const INDEX_VERSION: u32 = 1;

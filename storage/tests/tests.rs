@@ -12,3 +12,7 @@ mod pcap;
 
 // Retention: byte and age limits per store, oldest first, segment and index together.
 mod retention;
+
+// Storage services: a full disk (tmpfs, root), the free-space minimum, recovery of a
+// segment cut at every interesting offset.
+mod store;

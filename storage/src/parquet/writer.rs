@@ -86,6 +86,9 @@ pub struct FlowParquetWriter {
     props: Arc<WriterProperties>,
     slices: BTreeMap<i64, Slice>,
     next_seq: u64,
+    /// Set when converting a flow log: files are published as
+    /// `.<writer-id>-<generation>-<start-ns>.parquet.ready` (see [`super::wal`]).
+    ready_gen: Option<u64>,
 }
 
 /// One hour's buffered records and open file.
@@ -132,7 +135,20 @@ impl FlowParquetWriter {
             props: Arc::new(props),
             slices: BTreeMap::new(),
             next_seq: 0,
+            ready_gen: None,
         })
+    }
+
+    /// A writer that converts generation `generation` of a flow log: one file per hour, each
+    /// published under its `.ready` name by [`flush`](Self::flush).
+    pub(crate) fn for_wal(root: &Path, writer_id: &str, generation: u64) -> Result<Self> {
+        let options = WriterOptions {
+            max_rows_per_file: usize::MAX,
+            ..WriterOptions::default()
+        };
+        let mut w = FlowParquetWriter::new(root, writer_id, options)?;
+        w.ready_gen = Some(generation);
+        Ok(w)
     }
 
     /// Buffers one record; may write a row group or publish a full file.
@@ -215,7 +231,7 @@ impl FlowParquetWriter {
         let Some(file) = self.slices.get_mut(&hour).and_then(|s| s.file.take()) else {
             return Ok(None);
         };
-        publish(file, &self.writer_id).map(Some)
+        publish(file, &self.writer_id, self.ready_gen).map(Some)
     }
 }
 
@@ -256,7 +272,7 @@ fn open_file(
 }
 
 /// Finishes the file, syncs it, renames it to its final name and syncs the directory.
-fn publish(mut file: OpenFile, writer_id: &str) -> Result<PathBuf> {
+fn publish(mut file: OpenFile, writer_id: &str, ready_gen: Option<u64>) -> Result<PathBuf> {
     let wp = |source| Error::WriteParquet {
         path: file.tmp.clone(),
         source,
@@ -270,6 +286,14 @@ fn publish(mut file: OpenFile, writer_id: &str) -> Result<PathBuf> {
     // The name carries the smallest first_seen_ns; should this writer already have published
     // a file with that start, an earlier start keeps the name a lower bound and unique.
     let mut start = file.min_first_seen;
+    if let Some(generation) = ready_gen {
+        let path = file
+            .dir
+            .join(super::wal::ready_name(writer_id, generation, start));
+        fs::rename(&file.tmp, &path).map_err(Error::io("rename", &file.tmp))?;
+        sync_dir(&file.dir)?;
+        return Ok(path);
+    }
     let mut path = file.dir.join(file_name(start, writer_id));
     while path.exists() {
         start -= 1;
@@ -280,7 +304,7 @@ fn publish(mut file: OpenFile, writer_id: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(Error::io("sync directory", dir))

@@ -88,6 +88,82 @@ pub struct FrameInfo {
 }
 
 impl FrameInfo {
+    /// Appends the frame's index entry (see the [module docs](crate::pcap)).
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.compressed_size.to_le_bytes());
+        out.extend_from_slice(&self.decompressed_size.to_le_bytes());
+        out.extend_from_slice(&self.min_ts.to_le_bytes());
+        out.extend_from_slice(&self.max_ts.to_le_bytes());
+        out.extend_from_slice(&self.packets.to_le_bytes());
+        out.extend_from_slice(&(self.flows.len() as u32).to_le_bytes());
+        for id in &self.flows {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        for &slot in &self.packet_flows {
+            let mut v = slot;
+            while v >= 0x80 {
+                out.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        }
+    }
+
+    /// Parses one index entry at the cursor.
+    fn decode(r: &mut Cursor<'_>) -> Result<FrameInfo> {
+        let total = r.bytes.len();
+        let offset = r.u64()?;
+        let compressed_size = r.u32()?;
+        let decompressed_size = r.u32()?;
+        let min_ts = r.u64()? as i64;
+        let max_ts = r.u64()? as i64;
+        let packets = r.u32()?;
+        let n_flows = r.u32()? as usize;
+        if n_flows > total / 8 || packets as usize > total {
+            return Err(r.err("counts exceed the file"));
+        }
+        let mut flows = Vec::with_capacity(n_flows);
+        for _ in 0..n_flows {
+            flows.push(r.u64()?);
+        }
+        if flows.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(r.err("flow ids not ascending"));
+        }
+        let mut packet_flows = Vec::with_capacity(packets as usize);
+        for _ in 0..packets {
+            let slot = r.varint()?;
+            if slot as usize >= n_flows {
+                return Err(r.err("flow position out of range"));
+            }
+            packet_flows.push(slot);
+        }
+        Ok(FrameInfo {
+            offset,
+            compressed_size,
+            decompressed_size,
+            min_ts,
+            max_ts,
+            packets,
+            flows,
+            packet_flows,
+        })
+    }
+
+    /// Parses a whole buffer holding exactly one index entry (a journal record).
+    pub(crate) fn decode_one(bytes: &[u8], path: &Path) -> Result<FrameInfo> {
+        let mut r = Cursor {
+            bytes,
+            pos: 0,
+            path,
+        };
+        let f = FrameInfo::decode(&mut r)?;
+        if r.pos != bytes.len() {
+            return Err(r.err("trailing bytes"));
+        }
+        Ok(f)
+    }
+
     /// Whether the frame may hold packets of `[from_ns, to_ns]`.
     pub fn overlaps(&self, from_ns: i64, to_ns: i64) -> bool {
         self.min_ts <= to_ns && self.max_ts >= from_ns
@@ -125,24 +201,7 @@ impl SegmentIndex {
         out.extend_from_slice(&self.min_ts.to_le_bytes());
         out.extend_from_slice(&self.max_ts.to_le_bytes());
         for f in &self.frames {
-            out.extend_from_slice(&f.offset.to_le_bytes());
-            out.extend_from_slice(&f.compressed_size.to_le_bytes());
-            out.extend_from_slice(&f.decompressed_size.to_le_bytes());
-            out.extend_from_slice(&f.min_ts.to_le_bytes());
-            out.extend_from_slice(&f.max_ts.to_le_bytes());
-            out.extend_from_slice(&f.packets.to_le_bytes());
-            out.extend_from_slice(&(f.flows.len() as u32).to_le_bytes());
-            for id in &f.flows {
-                out.extend_from_slice(&id.to_le_bytes());
-            }
-            for &slot in &f.packet_flows {
-                let mut v = slot;
-                while v >= 0x80 {
-                    out.push((v as u8) | 0x80);
-                    v >>= 7;
-                }
-                out.push(v as u8);
-            }
+            f.encode(&mut out);
         }
         out
     }
@@ -172,41 +231,7 @@ impl SegmentIndex {
         let max_ts = r.u64()? as i64;
         let mut frames = Vec::with_capacity(frame_count.min(bytes.len() / 40));
         for _ in 0..frame_count {
-            let offset = r.u64()?;
-            let compressed_size = r.u32()?;
-            let decompressed_size = r.u32()?;
-            let fmin = r.u64()? as i64;
-            let fmax = r.u64()? as i64;
-            let n_packets = r.u32()?;
-            let n_flows = r.u32()? as usize;
-            if n_flows > bytes.len() / 8 || n_packets as usize > bytes.len() {
-                return Err(r.err("counts exceed the file"));
-            }
-            let mut flows = Vec::with_capacity(n_flows);
-            for _ in 0..n_flows {
-                flows.push(r.u64()?);
-            }
-            if flows.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(r.err("flow ids not ascending"));
-            }
-            let mut packet_flows = Vec::with_capacity(n_packets as usize);
-            for _ in 0..n_packets {
-                let slot = r.varint()?;
-                if slot as usize >= n_flows {
-                    return Err(r.err("flow position out of range"));
-                }
-                packet_flows.push(slot);
-            }
-            frames.push(FrameInfo {
-                offset,
-                compressed_size,
-                decompressed_size,
-                min_ts: fmin,
-                max_ts: fmax,
-                packets: n_packets,
-                flows,
-                packet_flows,
-            });
+            frames.push(FrameInfo::decode(&mut r)?);
         }
         if r.pos != bytes.len() {
             return Err(r.err("trailing bytes"));

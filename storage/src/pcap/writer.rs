@@ -1,16 +1,16 @@
 //! [`SegmentWriter`] and crash recovery.
 
 use std::{
-    fs::{self, File},
-    io::Write,
+    fs::{self, File, OpenOptions},
+    io::{Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
 };
 
 use super::{
     MAX_SEGMENT_SPAN_NS, MAX_SNAP_LEN, PcapError, Result,
     format::{
-        FrameInfo, RECORD_HEADER_LEN, SKIPPABLE_MAGIC, SegmentIndex, pcap_header,
-        push_record_header, seek_table, ts_in_range,
+        FrameInfo, PCAP_HEADER_LEN, PCAP_NS_MAGIC, RECORD_HEADER_LEN, SKIPPABLE_MAGIC,
+        SegmentIndex, parse_record, pcap_header, push_record_header, seek_table, ts_in_range,
     },
     layout::{
         hour_of, index_path, parse_segment_name, partition_dir, pcap_dir, segment_name,
@@ -154,12 +154,18 @@ pub struct SegmentWriter {
     /// Compressed/uncompressed size of the last frame, to end frames that would overflow
     /// their block.
     ratio: f64,
+    /// Bytes written to segment files since the writer was made.
+    bytes_written: u64,
+    /// Scratch buffer for journal records.
+    journal_buf: Vec<u8>,
 }
 
 struct OpenSegment {
     dir: PathBuf,
     tmp: PathBuf,
     file: File,
+    journal_path: PathBuf,
+    journal: File,
     hour: i64,
     first_ts: i64,
     min_ts: i64,
@@ -242,6 +248,8 @@ impl SegmentWriter {
             frame_max: i64::MIN,
             recs: Vec::new(),
             ratio: 0.5,
+            bytes_written: 0,
+            journal_buf: Vec::new(),
         })
     }
 
@@ -315,6 +323,65 @@ impl SegmentWriter {
         self.flush()
     }
 
+    /// Compresses the packets written since the last frame ended into complete frames and
+    /// writes them (and their journal entries) to the open segment, so that a crash from now
+    /// on cannot lose them once [`sync`](Self::sync) returns, and a kill of the process
+    /// cannot lose them at all (they are in the kernel's page cache). Does nothing when no
+    /// packet is pending.
+    pub fn seal_frame(&mut self) -> Result<()> {
+        if self.recs.is_empty() {
+            return Ok(());
+        }
+        self.end_frame()
+    }
+
+    /// Makes what was written to the open segment durable: `fdatasync` of the segment, then
+    /// of its journal (so a journal entry that survives a power loss points at a frame that
+    /// survived too). Call [`seal_frame`](Self::seal_frame) first to include pending packets.
+    pub fn sync(&mut self) -> Result<()> {
+        let Some(seg) = &self.segment else {
+            return Ok(());
+        };
+        seg.file
+            .sync_data()
+            .map_err(PcapError::io("sync", &seg.tmp))?;
+        seg.journal
+            .sync_data()
+            .map_err(PcapError::io("sync", &seg.journal_path))
+    }
+
+    /// Packets written but not yet in a complete frame (lost if the process dies now).
+    pub fn pending_packets(&self) -> usize {
+        self.recs.len()
+    }
+
+    /// Time of the first packet of the open segment, if one is open.
+    pub fn segment_first_ts(&self) -> Option<i64> {
+        self.segment.as_ref().map(|s| s.first_ts)
+    }
+
+    /// Packets in the open segment, pending ones included.
+    pub fn segment_packets(&self) -> u64 {
+        self.segment.as_ref().map_or(0, |s| s.packets)
+    }
+
+    /// Bytes written to segment files by this writer (frames, padding and seek tables).
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written + self.segment.as_ref().map_or(0, |s| s.offset)
+    }
+
+    /// Gives up the open segment after an error (a full disk, say): pending packets are
+    /// discarded, the files are closed and left as they are, and the writer is ready for a
+    /// new segment. Returns the temporary segment's path and the packets written to it
+    /// (pending ones included), for [`recover_segment`] to publish its complete frames.
+    pub fn abandon_segment(&mut self) -> Option<(PathBuf, u64)> {
+        self.frame.clear();
+        self.recs.clear();
+        self.frame_min = i64::MAX;
+        self.frame_max = i64::MIN;
+        self.segment.take().map(|s| (s.tmp, s.packets))
+    }
+
     fn open_segment(&mut self, ts_ns: i64) -> Result<()> {
         let hour = hour_of(ts_ns);
         let dir = partition_dir(&self.root, hour);
@@ -332,8 +399,20 @@ impl SegmentWriter {
             ".{}-{}.pcap.zst.tmp",
             self.writer_id, self.next_seq
         ));
+        let journal_path = dir.join(format!(
+            ".{}-{}{JOURNAL_SUFFIX}",
+            self.writer_id, self.next_seq
+        ));
         self.next_seq += 1;
         let file = File::create(&tmp).map_err(PcapError::io("create", &tmp))?;
+        let mut journal =
+            File::create(&journal_path).map_err(PcapError::io("create", &journal_path))?;
+        journal
+            .write_all(&journal_header(
+                self.options.link_type,
+                self.options.snap_len,
+            ))
+            .map_err(PcapError::io("write", &journal_path))?;
         self.frame.clear();
         self.frame
             .extend_from_slice(&pcap_header(self.options.link_type, self.options.snap_len));
@@ -341,6 +420,8 @@ impl SegmentWriter {
             dir,
             tmp,
             file,
+            journal_path,
+            journal,
             hour,
             first_ts: ts_ns,
             min_ts: i64::MAX,
@@ -372,9 +453,9 @@ impl SegmentWriter {
             let c = compressed.len();
             let rem = block_remaining(seg.offset);
             if c == rem || c + MIN_PAD <= rem {
-                // Fits: place it.
-                write_at(seg, &compressed)?;
-                seg.entries.push((c as u32, bytes.len() as u32));
+                // Fits: journal it, then place it (a kill between the two leaves a journal
+                // entry whose frame is missing or short, which recovery detects; never a
+                // frame without its entry, whose flow ids would be unknown).
                 let recs = &self.recs[start..end];
                 let mut flows: Vec<u64> = recs.iter().map(|r| r.flow).collect();
                 flows.sort_unstable();
@@ -383,7 +464,7 @@ impl SegmentWriter {
                     .iter()
                     .map(|r| flows.binary_search(&r.flow).expect("id is in the set") as u32)
                     .collect();
-                seg.frames.push(FrameInfo {
+                let info = FrameInfo {
                     offset: seg.offset,
                     compressed_size: c as u32,
                     decompressed_size: bytes.len() as u32,
@@ -392,7 +473,14 @@ impl SegmentWriter {
                     packets: recs.len() as u32,
                     flows,
                     packet_flows,
-                });
+                };
+                journal_record(&mut self.journal_buf, &info);
+                seg.journal
+                    .write_all(&self.journal_buf)
+                    .map_err(PcapError::io("write", &seg.journal_path))?;
+                write_at(seg, &compressed)?;
+                seg.entries.push((c as u32, bytes.len() as u32));
+                seg.frames.push(info);
                 self.ratio = (c as f64 / bytes.len().max(1) as f64).clamp(0.01, 1.1);
                 seg.offset += c as u64;
                 let left = block_remaining(seg.offset);
@@ -431,27 +519,10 @@ impl SegmentWriter {
         let Some(mut seg) = self.segment.take() else {
             return Ok(None);
         };
-        if seg.offset > 0 && block_remaining(seg.offset) == TSHARK_BLOCK {
-            // A block must not start with a skippable frame (see `TSHARK_BLOCK`).
-            write_at(&mut seg, &EMPTY_FRAME)?;
-            seg.entries.push((EMPTY_FRAME.len() as u32, 0));
-            seg.offset += EMPTY_FRAME.len() as u64;
-        }
-        seg.file
-            .write_all(&seek_table(&seg.entries))
-            .map_err(PcapError::io("write", &seg.tmp))?;
-        seg.file
-            .sync_all()
-            .map_err(PcapError::io("sync", &seg.tmp))?;
+        let tail = write_tail(&mut seg.file, &seg.tmp, seg.offset, &mut seg.entries)?;
+        self.bytes_written += seg.offset + tail;
         drop(seg.file);
-        // The name carries the smallest time; should this writer already have published a
-        // segment with that start, an earlier start keeps the name a lower bound and unique.
-        let mut start = seg.min_ts;
-        let mut path = seg.dir.join(segment_name(start, &self.writer_id));
-        while path.exists() || index_path(&path).exists() {
-            start -= 1;
-            path = seg.dir.join(segment_name(start, &self.writer_id));
-        }
+        drop(seg.journal);
         let index = SegmentIndex {
             link_type: self.options.link_type,
             snap_len: self.options.snap_len,
@@ -460,22 +531,291 @@ impl SegmentWriter {
             max_ts: seg.max_ts,
             frames: seg.frames,
         };
-        let index_final = index_path(&path);
-        let index_tmp = index_tmp_path(&path);
-        let mut f = File::create(&index_tmp).map_err(PcapError::io("create", &index_tmp))?;
-        f.write_all(&index.encode())
-            .and_then(|()| f.sync_all())
-            .map_err(PcapError::io("write", &index_tmp))?;
-        drop(f);
-        fs::rename(&seg.tmp, &path).map_err(PcapError::io("rename", &seg.tmp))?;
-        sync_dir(&seg.dir)?;
-        fs::rename(&index_tmp, &index_final).map_err(PcapError::io("rename", &index_tmp))?;
-        sync_dir(&seg.dir)?;
-        Ok(Some(PublishedSegment {
-            segment: path,
-            index: index_final,
-            packets: index.packets,
-        }))
+        publish(
+            &seg.dir,
+            &seg.tmp,
+            &self.writer_id,
+            &index,
+            &seg.journal_path,
+        )
+        .map(Some)
+    }
+}
+
+/// Appends the end of a segment whose frames end at `offset`: padding as the block layout
+/// needs (see [`TSHARK_BLOCK`]) and the seek table of `entries`; then syncs the file.
+/// Returns the bytes appended.
+fn write_tail(
+    file: &mut File,
+    path: &Path,
+    offset: u64,
+    entries: &mut Vec<(u32, u32)>,
+) -> Result<u64> {
+    let mut tail = Vec::new();
+    let left = block_remaining(offset);
+    if left < MIN_TAIL && left != TSHARK_BLOCK {
+        // What the writer does after every frame; a recovered segment may end without it.
+        tail.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+        tail.extend_from_slice(&((left - MIN_PAD) as u32).to_le_bytes());
+        tail.resize(left, 0);
+        entries.push((left as u32, 0));
+    }
+    if offset > 0 && block_remaining(offset + tail.len() as u64) == TSHARK_BLOCK {
+        // A block must not start with a skippable frame (see `TSHARK_BLOCK`).
+        tail.extend_from_slice(&EMPTY_FRAME);
+        entries.push((EMPTY_FRAME.len() as u32, 0));
+    }
+    tail.extend_from_slice(&seek_table(entries));
+    file.write_all(&tail)
+        .and_then(|()| file.sync_all())
+        .map_err(PcapError::io("write", path))?;
+    Ok(tail.len() as u64)
+}
+
+/// Publishes a finished (tail written and synced) temporary segment `tmp` of `dir` with its
+/// index: index to a temporary file and synced, segment renamed to its final name, directory
+/// synced, index renamed, directory synced; then the journal is removed.
+fn publish(
+    dir: &Path,
+    tmp: &Path,
+    writer_id: &str,
+    index: &SegmentIndex,
+    journal: &Path,
+) -> Result<PublishedSegment> {
+    // The name carries the smallest time; should this writer already have published a
+    // segment with that start, an earlier start keeps the name a lower bound and unique.
+    let mut start = index.min_ts;
+    let mut path = dir.join(segment_name(start, writer_id));
+    while path.exists() || index_path(&path).exists() {
+        start -= 1;
+        path = dir.join(segment_name(start, writer_id));
+    }
+    let index_final = index_path(&path);
+    let index_tmp = index_tmp_path(&path);
+    let mut f = File::create(&index_tmp).map_err(PcapError::io("create", &index_tmp))?;
+    f.write_all(&index.encode())
+        .and_then(|()| f.sync_all())
+        .map_err(PcapError::io("write", &index_tmp))?;
+    drop(f);
+    fs::rename(tmp, &path).map_err(PcapError::io("rename", tmp))?;
+    sync_dir(dir)?;
+    fs::rename(&index_tmp, &index_final).map_err(PcapError::io("rename", &index_tmp))?;
+    sync_dir(dir)?;
+    // A leftover journal is harmless: recovery removes a journal without its segment.
+    remove_if_exists(journal)?;
+    Ok(PublishedSegment {
+        segment: path,
+        index: index_final,
+        packets: index.packets,
+    })
+}
+
+/// Suffix of a segment's journal: `.<writer-id>-<seq>.journal.tmp` beside
+/// `.<writer-id>-<seq>.pcap.zst.tmp`.
+const JOURNAL_SUFFIX: &str = ".journal.tmp";
+const SEGMENT_TMP_SUFFIX: &str = ".pcap.zst.tmp";
+const JOURNAL_MAGIC: &[u8; 8] = b"TVPCAPJL";
+const JOURNAL_VERSION: u32 = 1;
+const JOURNAL_HEADER_LEN: usize = 20;
+
+/// The journal's header: magic, version, link type, snap length.
+fn journal_header(link_type: u32, snap_len: u32) -> [u8; JOURNAL_HEADER_LEN] {
+    let mut h = [0u8; JOURNAL_HEADER_LEN];
+    h[..8].copy_from_slice(JOURNAL_MAGIC);
+    h[8..12].copy_from_slice(&JOURNAL_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&link_type.to_le_bytes());
+    h[16..20].copy_from_slice(&snap_len.to_le_bytes());
+    h
+}
+
+/// Replaces `out` with one journal record: payload length u32 LE, CRC-32 of the payload u32
+/// LE, payload (the frame's index entry).
+fn journal_record(out: &mut Vec<u8>, info: &FrameInfo) {
+    out.clear();
+    out.extend_from_slice(&[0u8; 8]);
+    info.encode(out);
+    let len = (out.len() - 8) as u32;
+    let crc = crc32fast::hash(&out[8..]);
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The link type, snap length and frames of a journal, up to its first incomplete or
+/// damaged record; `None` when its header is missing or damaged.
+fn read_journal(path: &Path) -> Result<Option<(u32, u32, Vec<FrameInfo>)>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(PcapError::io("read", path)(e)),
+    };
+    let word = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    if bytes.len() < JOURNAL_HEADER_LEN
+        || &bytes[..8] != JOURNAL_MAGIC
+        || word(&bytes, 8) != JOURNAL_VERSION
+    {
+        return Ok(None);
+    }
+    let (link_type, snap_len) = (word(&bytes, 12), word(&bytes, 16));
+    let mut frames = Vec::new();
+    let mut pos = JOURNAL_HEADER_LEN;
+    while pos + 8 <= bytes.len() {
+        let len = word(&bytes, pos) as usize;
+        let crc = word(&bytes, pos + 4);
+        let Some(payload) = bytes.get(pos + 8..pos + 8 + len) else {
+            break;
+        };
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        match FrameInfo::decode_one(payload, path) {
+            Ok(f) => frames.push(f),
+            Err(_) => break,
+        }
+        pos += 8 + len;
+    }
+    Ok(Some((link_type, snap_len, frames)))
+}
+
+/// Whether `frame` (from a journal) is complete and intact in `file` of `len` bytes: it
+/// lies inside the file, decompresses to the size recorded, and holds exactly the recorded
+/// number of whole pcap records (after the global header, for the first frame), with times
+/// inside the recorded span.
+fn frame_intact(file: &mut File, len: u64, frame: &FrameInfo, first: bool) -> bool {
+    let end = frame.offset + u64::from(frame.compressed_size);
+    if end > len || frame.packets == 0 {
+        return false;
+    }
+    let mut compressed = vec![0u8; frame.compressed_size as usize];
+    if file
+        .seek(SeekFrom::Start(frame.offset))
+        .and_then(|_| file.read_exact(&mut compressed))
+        .is_err()
+    {
+        return false;
+    }
+    let Ok(bytes) = zstd::bulk::decompress(&compressed, frame.decompressed_size as usize) else {
+        return false;
+    };
+    if bytes.len() != frame.decompressed_size as usize {
+        return false;
+    }
+    let mut pos = 0;
+    if first {
+        if bytes.len() < PCAP_HEADER_LEN || bytes[..4] != PCAP_NS_MAGIC.to_le_bytes() {
+            return false;
+        }
+        pos = PCAP_HEADER_LEN;
+    }
+    for _ in 0..frame.packets {
+        match parse_record(&bytes[pos..]) {
+            Some((ts, n)) if (frame.min_ts..=frame.max_ts).contains(&ts) => pos += n,
+            _ => return false,
+        }
+    }
+    pos == bytes.len()
+}
+
+/// Whether `file` holds a skippable frame of exactly `len` bytes at `offset` (the padding
+/// between two frames).
+fn padding_intact(file: &mut File, offset: u64, len: u64) -> bool {
+    let mut h = [0u8; 8];
+    len >= MIN_PAD as u64
+        && file
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| file.read_exact(&mut h))
+            .is_ok()
+        && h[..4] == SKIPPABLE_MAGIC.to_le_bytes()
+        && u64::from(u32::from_le_bytes([h[4], h[5], h[6], h[7]])) + MIN_PAD as u64 == len
+}
+
+/// Publishes what is readable of a temporary segment (`.<writer-id>-<seq>.pcap.zst.tmp`)
+/// whose writer died or gave it up, using its journal: the frames the journal lists, up to
+/// the first that is missing, cut short or damaged, are kept; the file is truncated after
+/// the last of them (dropping a partial frame, padding or seek table), the block padding and
+/// seek table are appended, and segment and index are published as a writer would. A
+/// segment without a complete frame (or without a readable journal) is removed with its
+/// journal. Returns the published segment, if any.
+///
+/// Frames are kept only when the journal lists them, because the flow ids of their packets
+/// are only there. The writer journals a frame before writing it, so a killed process
+/// leaves no frame without its entry; after a power loss a frame written after the last
+/// [`SegmentWriter::sync`] may survive without its entry, and is dropped with the rest of
+/// that unsynced interval.
+pub fn recover_segment(tmp: &Path) -> Result<Option<PublishedSegment>> {
+    let (dir, writer_id, journal) =
+        tmp_parts(tmp).ok_or_else(|| PcapError::corrupt(tmp, "not a temporary segment name"))?;
+    let mut frames = match read_journal(&journal)? {
+        Some((link_type, snap_len, frames)) => (link_type, snap_len, frames),
+        None => (1, MAX_SNAP_LEN, Vec::new()),
+    };
+    let mut file = match OpenOptions::new().read(true).write(true).open(tmp) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            remove_if_exists(&journal)?;
+            return Ok(None);
+        }
+        Err(e) => return Err(PcapError::io("open", tmp)(e)),
+    };
+    let len = file.metadata().map_err(PcapError::io("stat", tmp))?.len();
+    let mut entries = Vec::new();
+    let mut end = 0u64;
+    let mut keep = 0;
+    for (i, f) in frames.2.iter().enumerate() {
+        let gap_ok =
+            f.offset == end || (f.offset > end && padding_intact(&mut file, end, f.offset - end));
+        if (i == 0 && f.offset != 0) || !gap_ok || !frame_intact(&mut file, len, f, i == 0) {
+            break;
+        }
+        if f.offset > end {
+            entries.push(((f.offset - end) as u32, 0));
+        }
+        entries.push((f.compressed_size, f.decompressed_size));
+        end = f.offset + u64::from(f.compressed_size);
+        keep = i + 1;
+    }
+    frames.2.truncate(keep);
+    if frames.2.is_empty() {
+        drop(file);
+        remove_if_exists(tmp)?;
+        remove_if_exists(&journal)?;
+        sync_dir(&dir)?;
+        return Ok(None);
+    }
+    file.set_len(end)
+        .and_then(|()| file.seek(SeekFrom::Start(end)).map(drop))
+        .map_err(PcapError::io("truncate", tmp))?;
+    write_tail(&mut file, tmp, end, &mut entries)?;
+    drop(file);
+    let (link_type, snap_len, frames) = frames;
+    let index = SegmentIndex {
+        link_type,
+        snap_len,
+        packets: frames.iter().map(|f| u64::from(f.packets)).sum(),
+        min_ts: frames.iter().map(|f| f.min_ts).min().unwrap_or(0),
+        max_ts: frames.iter().map(|f| f.max_ts).max().unwrap_or(0),
+        frames,
+    };
+    publish(&dir, tmp, &writer_id, &index, &journal).map(Some)
+}
+
+/// The directory, writer id and journal path of a temporary segment path.
+fn tmp_parts(tmp: &Path) -> Option<(PathBuf, String, PathBuf)> {
+    let name = tmp.file_name()?.to_str()?;
+    let stem = name.strip_prefix('.')?.strip_suffix(SEGMENT_TMP_SUFFIX)?;
+    let (writer, seq) = stem.rsplit_once('-')?;
+    if !valid_writer_id(writer) || seq.parse::<u64>().is_err() {
+        return None;
+    }
+    let dir = tmp.parent()?.to_path_buf();
+    let journal = dir.join(format!(".{stem}{JOURNAL_SUFFIX}"));
+    Some((dir, writer.to_owned(), journal))
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(PcapError::io("remove", path)(e)),
     }
 }
 
@@ -498,20 +838,24 @@ fn sync_dir(dir: &Path) -> Result<()> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Recovered {
-    /// Temporary files removed: segments whose writer died before finishing them, and
-    /// indexes whose segment was never published.
+    /// Temporary files removed: segments without a complete frame, journals without their
+    /// segment, and indexes whose segment was never published.
     pub removed: Vec<PathBuf>,
     /// Indexes published: their segment had been renamed when the writer died.
     pub published: Vec<PathBuf>,
+    /// Segments whose writer died while writing them, published with their complete frames
+    /// (see [`recover_segment`]).
+    pub recovered: Vec<PublishedSegment>,
 }
 
 /// Cleans up `root/pcap` after a crash; run it before starting writers. Returns what it
 /// removed and published (for the caller to log).
 ///
-/// A temporary segment (`.*.pcap.zst.tmp`) is incomplete by construction and removed. A
-/// temporary index (`.<segment>.idx.tmp`) is complete once its segment is renamed (both
-/// are synced before the rename), so it is published if its segment exists and removed
-/// otherwise.
+/// In each partition: a temporary index (`.<segment>.idx.tmp`) is complete once its segment
+/// is renamed (both are synced before the rename), so it is published if its segment exists
+/// and removed otherwise; then every temporary segment (`.*.pcap.zst.tmp`) is recovered
+/// with [`recover_segment`] (its complete frames published, the rest cut off); then
+/// journals left without a segment are removed.
 pub fn recover(root: &Path) -> Result<Recovered> {
     let mut done = Recovered::default();
     let dir = pcap_dir(root);
@@ -523,6 +867,9 @@ pub fn recover(root: &Path) -> Result<Recovered> {
 
 fn recover_dir(dir: &Path, depth: u32, done: &mut Recovered) -> Result<()> {
     let mut changed = false;
+    let mut indexes = Vec::new();
+    let mut segments = Vec::new();
+    let mut journals = Vec::new();
     for entry in fs::read_dir(dir).map_err(PcapError::io("read directory", dir))? {
         let entry = entry.map_err(PcapError::io("read directory", dir))?;
         let path = entry.path();
@@ -532,27 +879,50 @@ fn recover_dir(dir: &Path, depth: u32, done: &mut Recovered) -> Result<()> {
             recover_dir(&path, depth + 1, done)?;
             continue;
         }
-        if !ty.is_file() || !name.starts_with('.') || !name.ends_with(".tmp") {
+        if !ty.is_file() || !name.starts_with('.') {
             continue;
         }
+        if name.ends_with(".idx.tmp") {
+            indexes.push((path, name));
+        } else if name.ends_with(SEGMENT_TMP_SUFFIX) {
+            segments.push(path);
+        } else if name.ends_with(JOURNAL_SUFFIX) {
+            journals.push(path);
+        }
+    }
+    // Indexes first: a recovered segment may take the name a stale index was made for.
+    for (path, name) in indexes {
         let segment = name
             .strip_suffix(".idx.tmp")
             .and_then(|n| n.strip_prefix('.'))
             .filter(|n| parse_segment_name(n).is_some())
             .map(|n| dir.join(n));
         match segment {
-            Some(segment) if segment.is_file() => {
+            Some(segment) if segment.is_file() && !index_path(&segment).exists() => {
                 let index = index_path(&segment);
                 fs::rename(&path, &index).map_err(PcapError::io("rename", &path))?;
                 done.published.push(index);
             }
-            _ if name.ends_with(".pcap.zst.tmp") || name.ends_with(".idx.tmp") => {
+            _ => {
                 fs::remove_file(&path).map_err(PcapError::io("remove", &path))?;
                 done.removed.push(path);
             }
-            _ => continue,
         }
         changed = true;
+    }
+    segments.sort();
+    for path in segments {
+        match recover_segment(&path)? {
+            Some(p) => done.recovered.push(p),
+            None => done.removed.push(path),
+        }
+    }
+    for path in journals {
+        if path.exists() {
+            remove_if_exists(&path)?;
+            done.removed.push(path);
+            changed = true;
+        }
     }
     if changed {
         sync_dir(dir)?;

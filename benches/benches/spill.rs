@@ -1,0 +1,136 @@
+//! The packet spill against `zstd -1` alone on the same bytes (issue 3's target: at least 0.8
+//! of zstd's rate), with the compression ratio beside each.
+//!
+//! ```text
+//! TAPVAULT_BENCH_PCAP=/var/tmp/tapvault-bench/bulk.pcap TAPVAULT_BENCH_MB=512 \
+//!     cargo bench -p tapvault-benches --bench spill
+//! ```
+//!
+//! The first `TAPVAULT_BENCH_MB` MiB of a classic pcap (Ethernet) are read into memory. Then,
+//! alternating, 3 rounds each on one thread:
+//! * `zstd -1`: the pcap bytes compressed with zstd level 1 in independent 1 MiB frames (the
+//!   compression the spill does, with nothing else), output discarded;
+//! * `spill`: every packet through [`PacketStore::write`] (default options: zstd level 1,
+//!   frames of 1 MiB or 1 s, 60 s segments, the index and journal) into a fresh store on the
+//!   same file system as the input (the `--store` directory, default `/var/tmp`), ticked every
+//!   10,000 packets, closed (synced and published) at the end.
+//!
+//! Rates are input (pcap) bytes per second; the best round of each is reported, and the ratio
+//! spill/zstd. See BENCHMARKS.md for results.
+
+use std::{path::PathBuf, time::Instant};
+
+use tapvault_storage::{PacketStore, SegmentOptions, StoreOptions};
+
+fn main() {
+    let path = std::env::var("TAPVAULT_BENCH_PCAP")
+        .unwrap_or_else(|_| "/var/tmp/tapvault-bench/bulk.pcap".into());
+    let mb: usize = std::env::var("TAPVAULT_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let store_base =
+        PathBuf::from(std::env::var("TAPVAULT_BENCH_STORE").unwrap_or_else(|_| "/var/tmp".into()));
+    let Ok(mut file) = std::fs::File::open(&path) else {
+        eprintln!("SKIPPED: {path} not found (make it with ../shared/bench/make-bulk.sh)");
+        return;
+    };
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(mb << 20);
+    (&mut file)
+        .take((mb as u64) << 20)
+        .read_to_end(&mut buf)
+        .unwrap();
+    let bytes = buf;
+    // Whole records only.
+    let mut packets = Vec::new();
+    let mut pos = 24;
+    while pos + 16 <= bytes.len() {
+        let w = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap());
+        let (secs, usec, caplen, orig) = (w(pos), w(pos + 4), w(pos + 8) as usize, w(pos + 12));
+        if pos + 16 + caplen > bytes.len() {
+            break;
+        }
+        let ts = i64::from(secs) * 1_000_000_000 + i64::from(usec) * 1000;
+        packets.push((ts, orig, pos + 16, caplen));
+        pos += 16 + caplen;
+    }
+    let input = &bytes[..pos];
+    println!(
+        "input: {} MiB, {} packets of {path}",
+        input.len() >> 20,
+        packets.len()
+    );
+    let mut best_zstd = f64::MAX;
+    let mut best_spill = f64::MAX;
+    let (mut zstd_out, mut spill_out) = (0u64, 0u64);
+    for round in 0..3 {
+        let t = Instant::now();
+        let mut c = zstd::bulk::Compressor::new(1).unwrap();
+        let mut out = 0u64;
+        for chunk in input.chunks(1 << 20) {
+            out += c.compress(chunk).unwrap().len() as u64;
+        }
+        let zt = t.elapsed().as_secs_f64();
+        best_zstd = best_zstd.min(zt);
+        zstd_out = out;
+
+        let root = store_base.join(format!(
+            "tapvault-spill-bench-{}-{round}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        let t = Instant::now();
+        let mut s = PacketStore::open(
+            &root,
+            "bench",
+            SegmentOptions::default(),
+            StoreOptions::default(),
+        )
+        .unwrap();
+        for (i, &(ts, orig, start, len)) in packets.iter().enumerate() {
+            s.write(ts, orig, &input[start..start + len], (i % 1024) as u64);
+            if i.is_multiple_of(10_000) {
+                s.tick(ts);
+            }
+        }
+        let stats = s.close();
+        let dt = t.elapsed().as_secs_f64();
+        best_spill = best_spill.min(dt);
+        assert_eq!(stats.packets_written, packets.len() as u64);
+        let mut on_disk = 0;
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    stack.push(e.path())
+                } else {
+                    on_disk += m.len()
+                }
+            }
+        }
+        spill_out = on_disk;
+        let _ = std::fs::remove_dir_all(&root);
+        println!(
+            "round {round}: zstd -1 {:.3} s, spill {dt:.3} s",
+            best_zstd.min(f64::MAX)
+        );
+    }
+    let mbs = |s: f64| input.len() as f64 / s / 1e6;
+    println!("| what | best s | MB/s | output MiB | ratio |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| zstd -1, 1 MiB frames, in memory | {best_zstd:.3} | {:.0} | {} | {:.3} |",
+        mbs(best_zstd),
+        zstd_out >> 20,
+        input.len() as f64 / zstd_out as f64
+    );
+    println!(
+        "| spill (PacketStore, segments + index + journal, synced) | {best_spill:.3} | {:.0} | {} | {:.3} |",
+        mbs(best_spill),
+        spill_out >> 20,
+        input.len() as f64 / spill_out as f64
+    );
+    println!("spill / zstd rate: {:.2}", best_zstd / best_spill);
+}
