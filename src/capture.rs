@@ -21,7 +21,13 @@ use tapvault_dataplane::live::{
     file::{FileSource, Speed},
     pipeline::{Clock, LiveStats, Pipeline, PipelineOptions, RecordSink, Report, WorkerSpill},
 };
-use tapvault_storage::{DnsRecord, FlowRecord};
+use tapvault_storage::{
+    DnsRecord, FlowRecord, RetentionPolicy, SegmentOptions,
+    store::{
+        FlowStore, FlowStoreStats, Maintenance, MaintenanceHandle, PacketStore, PacketStoreStats,
+        Shared, StoreOptions, recover_store,
+    },
+};
 
 /// The process-wide stop flag, set by SIGINT or SIGTERM (installed once: the handler can
 /// only be set once per process).
@@ -82,34 +88,24 @@ pub(crate) fn report_json(r: &Report) -> serde_json::Value {
     })
 }
 
-/// One worker's packet writer: pcap segments under the store, failures counted and logged
-/// once per kind.
-struct SegmentSpill {
-    writer: Option<tapvault_storage::SegmentWriter>,
-    errors: u64,
-    written: u64,
-}
+/// One worker's packet store (crash-safe segments; disk-full pauses, counted).
+struct StoreSpill(Option<PacketStore>);
 
-impl WorkerSpill for SegmentSpill {
+impl WorkerSpill for StoreSpill {
+    #[inline]
     fn packet(&mut self, ts_ns: i64, orig_len: u32, data: &[u8], flow: u64) {
-        let Some(w) = &mut self.writer else { return };
-        match w.write(ts_ns, orig_len, data, flow) {
-            Ok(_) => self.written += 1,
-            Err(e) => {
-                if self.errors == 0 {
-                    eprintln!("tapvault: packet store: {e}");
-                }
-                self.errors += 1;
-            }
+        if let Some(p) = &mut self.0 {
+            p.write(ts_ns, orig_len, data, flow);
         }
     }
-    fn tick(&mut self, _now_ns: i64) {}
+    fn tick(&mut self, now_ns: i64) {
+        if let Some(p) = &mut self.0 {
+            p.tick(now_ns);
+        }
+    }
     fn finish(&mut self) {
-        if let Some(w) = self.writer.take()
-            && let Err(e) = w.close()
-        {
-            eprintln!("tapvault: packet store: {e}");
-            self.errors += 1;
+        if let Some(p) = self.0.take() {
+            p.close();
         }
     }
 }
@@ -117,45 +113,45 @@ impl WorkerSpill for SegmentSpill {
 /// A copy of every flow record, for whoever started the capture in-process.
 pub(crate) type Tee = Arc<std::sync::Mutex<Vec<FlowRecord>>>;
 
-/// Flow records into the Parquet store.
+/// Flow records into the flow store (write-ahead log, then Parquet).
 struct FlowSink {
-    writer: Option<tapvault_storage::FlowParquetWriter>,
-    records: u64,
-    errors: u64,
+    store: Option<FlowStore>,
     tee: Option<Tee>,
 }
 
 impl RecordSink for FlowSink {
     fn record(&mut self, rec: FlowRecord) {
-        self.records += 1;
+        if let Some(s) = &mut self.store {
+            s.write(&rec);
+        }
         if let Some(t) = &self.tee
             && let Ok(mut v) = t.lock()
         {
-            v.push(rec.clone());
-        }
-        if let Some(w) = &mut self.writer
-            && let Err(e) = w.write(rec)
-        {
-            if self.errors == 0 {
-                eprintln!("tapvault: flow store: {e}");
-            }
-            self.errors += 1;
+            v.push(rec);
         }
     }
     fn dns(&mut self, _rec: DnsRecord) {}
-    fn tick(&mut self, _now_ns: i64) {}
-    fn finish(&mut self) {
-        if let Some(w) = self.writer.take() {
-            match w.close() {
-                Ok(files) => eprintln!(
-                    "tapvault: {} flow record(s) stored in {} Parquet file(s)",
-                    self.records,
-                    files.len()
-                ),
-                Err(e) => eprintln!("tapvault: flow store: {e}"),
-            }
+    fn tick(&mut self, now_ns: i64) {
+        if let Some(s) = &mut self.store {
+            s.tick(now_ns);
         }
     }
+    fn finish(&mut self) {
+        if let Some(s) = self.store.take() {
+            let st = s.close();
+            eprintln!(
+                "tapvault: {} flow record(s) stored, {} Parquet file(s) published",
+                st.records_accepted, st.files_published
+            );
+        }
+    }
+}
+
+/// Status of the stores, for the API.
+#[derive(Clone, Default)]
+pub(crate) struct StoreStatus {
+    pub(crate) packets: Vec<Shared<PacketStoreStats>>,
+    pub(crate) flows: Option<Shared<FlowStoreStats>>,
 }
 
 fn open_sources(s: &Settings) -> Result<(Vec<Box<dyn RxSource>>, PipelineOptions)> {
@@ -251,6 +247,8 @@ fn status_line(stats: &LiveStats, elapsed: Duration) -> String {
 pub(crate) struct Capture {
     pipeline: Pipeline,
     names: Vec<String>,
+    status: StoreStatus,
+    maintenance: Option<MaintenanceHandle>,
 }
 
 impl Capture {
@@ -273,56 +271,80 @@ impl Capture {
             );
         }
         let (sources, opts) = open_sources(s)?;
-        let data_dir = (!s.config.storage.data_dir.as_os_str().is_empty())
-            .then(|| s.config.storage.data_dir.clone());
-        let pcap = s.config.storage.pcap;
+        let st = &s.config.storage;
+        let data_dir = (!st.data_dir.as_os_str().is_empty()).then(|| st.data_dir.clone());
+        let store_opts = StoreOptions::default()
+            .flush_interval_ns(st.flush_interval.as_nanos_i64())
+            .min_free_bytes(st.min_free.0);
+        let mut status = StoreStatus::default();
+        let mut maintenance = None;
+        if let Some(dir) = &data_dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create `{}`", dir.display()))?;
+            let rec = recover_store(dir)
+                .with_context(|| format!("cannot recover the store in `{}`", dir.display()))?;
+            for l in rec.log_lines() {
+                eprintln!("tapvault: {l}");
+            }
+            let policy = RetentionPolicy {
+                pcap_max_bytes: st.retention.pcap.max_bytes(),
+                pcap_max_age_ns: st.retention.pcap.max_age_ns(),
+                flows_max_bytes: st.retention.flows.max_bytes(),
+                flows_max_age_ns: st.retention.flows.max_age_ns(),
+            };
+            let log: tapvault_storage::store::LogFn =
+                Arc::new(|line: &str| eprintln!("tapvault: {line}"));
+            maintenance = Some(
+                Maintenance::new(dir, policy, log)
+                    .spawn(Duration::from_secs(10))
+                    .context("cannot start storage maintenance")?,
+            );
+        }
         let mut spills: Vec<Box<dyn WorkerSpill>> = Vec::new();
         for (i, src) in sources.iter().enumerate() {
-            let writer = match &data_dir {
-                Some(dir) if pcap => Some(
-                    tapvault_storage::SegmentWriter::new(
-                        dir,
-                        &format!("w{i}"),
-                        tapvault_storage::SegmentOptions::default().link_type(opts.link_type.0),
-                    )
-                    .with_context(|| format!("cannot store packets of {}", src.name()))?,
-                ),
+            let store = match &data_dir {
+                Some(dir) if st.pcap => {
+                    let seg = SegmentOptions::default()
+                        .link_type(opts.link_type.0)
+                        .snap_len(s.config.capture.snap_len)
+                        .segment_max_span_ns(st.segment_span.as_nanos_i64())
+                        .segment_max_bytes(st.segment_max_bytes.0)
+                        .frame_max_span_ns(st.frame_span.as_nanos_i64())
+                        .frame_max_bytes(
+                            usize::try_from(st.frame_max_bytes.0).unwrap_or(usize::MAX),
+                        )
+                        .zstd_level(st.zstd_level);
+                    let p = PacketStore::open(dir, &format!("w{i}"), seg, store_opts.clone())
+                        .with_context(|| format!("cannot store packets of {}", src.name()))?;
+                    status.packets.push(p.stats());
+                    Some(p)
+                }
                 _ => None,
             };
-            spills.push(Box::new(SegmentSpill {
-                writer,
-                errors: 0,
-                written: 0,
-            }));
+            spills.push(Box::new(StoreSpill(store)));
         }
-        let flow_writer = match &data_dir {
+        let flow_store = match &data_dir {
             Some(dir) => {
-                for p in tapvault_storage::recover(dir)
-                    .with_context(|| format!("cannot recover `{}`", dir.display()))?
-                {
-                    eprintln!("tapvault: removed incomplete file {}", p.display());
-                }
-                Some(
-                    tapvault_storage::FlowParquetWriter::new(
-                        dir,
-                        "capture",
-                        tapvault_storage::WriterOptions::default(),
-                    )
-                    .with_context(|| format!("cannot store flows under `{}`", dir.display()))?,
-                )
+                let f = FlowStore::open(dir, "flows", store_opts.clone())
+                    .with_context(|| format!("cannot store flows under `{}`", dir.display()))?;
+                status.flows = Some(f.stats());
+                Some(f)
             }
             None => None,
         };
         let sink = FlowSink {
-            writer: flow_writer,
-            records: 0,
-            errors: 0,
+            store: flow_store,
             tee,
         };
         let names: Vec<String> = sources.iter().map(|s| s.name().to_owned()).collect();
         let pipeline = Pipeline::start(sources, spills, Box::new(sink), &opts)
             .context("cannot start the pipeline")?;
-        Ok(Capture { pipeline, names })
+        Ok(Capture {
+            pipeline,
+            names,
+            status,
+            maintenance,
+        })
     }
 
     /// The sources' names.
@@ -340,9 +362,17 @@ impl Capture {
         self.pipeline.workers_done()
     }
 
+    /// The stores' counters.
+    pub(crate) fn store_status(&self) -> &StoreStatus {
+        &self.status
+    }
+
     /// Stops intake, drains, flushes and publishes.
     pub(crate) fn stop(self) -> Result<Report> {
         let report = self.pipeline.stop().context("pipeline failed")?;
+        if let Some(m) = self.maintenance {
+            m.stop();
+        }
         if report.source_errors > 0 && report.frames == 0 {
             bail!("every receive failed ({} errors)", report.source_errors);
         }
