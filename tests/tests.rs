@@ -11,3 +11,6 @@ mod cli;
 
 /// Real Linux TCP from `tapvault demo` (network namespaces, root) against tshark.
 mod netns;
+
+/// Live capture through XDP and AF_XDP on veth pairs between namespaces (root).
+mod xdp;

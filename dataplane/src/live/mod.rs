@@ -9,6 +9,10 @@
 //! block buffer happen there, and the ring slot goes back to the kernel as soon as the
 //! callback returns.
 
+pub mod sys;
+pub mod xdp;
+pub mod xsk;
+
 use std::{io, time::Duration};
 
 /// One received frame, borrowed from the source's ring for the duration of a callback.
