@@ -591,3 +591,47 @@ fn xdp_multi_queue_veth_spreads_over_two_sockets() {
     assert_eq!(c.redirected, 2 * u64::from(per), "{c:?}");
     assert_eq!(c.unaccounted(), 0, "{c:?}");
 }
+
+/// A rough receive rate (not a benchmark: no loss-free search). Run by hand:
+/// `cargo test --release --test integration xdp_rough_rate -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn xdp_rough_rate() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let _ns = NetnsGuard::enter(&lab.ns_cap).expect("enter the capture namespace");
+    let mut prog = XdpProgram::load(&XdpOptions::default()).expect("load XDP");
+    let mut sock = XskSocket::open(&lab.cap, 0, &XskOptions::default()).expect("AF_XDP socket");
+    prog.register_socket(0, &sock).expect("register");
+    prog.attach(&lab.cap, AttachMode::Driver).expect("attach");
+    for size in [64usize, 1514] {
+        let n = 200_000u32;
+        let frames: Vec<Vec<u8>> = (0..n)
+            .map(|i| frame4(CAP_IP, 17, 5000, None, size, i))
+            .collect();
+        let before = prog.counters().expect("counters").redirected;
+        let t = Instant::now();
+        let h = lab.send(frames, Some(1));
+        let mut got = 0u64;
+        let mut idle = 0;
+        while idle < 10 {
+            let k = sock
+                .recv_batch(Duration::from_millis(10), &mut |_| {})
+                .expect("recv");
+            got += k as u64;
+            idle = if k == 0 { idle + 1 } else { 0 };
+        }
+        h.join().expect("sender");
+        let secs = t.elapsed().as_secs_f64() - 0.1;
+        let c = prog.counters().expect("counters");
+        eprintln!(
+            "{size} B: sent {n}, received {got} in {secs:.2} s = {:.0} pps; redirected {}, \
+             socket stats {:?}",
+            got as f64 / secs,
+            c.redirected - before,
+            sock.stats().expect("stats")
+        );
+    }
+}
