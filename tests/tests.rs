@@ -21,3 +21,5 @@ mod deploy;
 mod live;
 /// The storage services under SIGKILL (`tapvault storage-soak`, several rounds).
 mod storage;
+/// Live capture through XDP and AF_XDP on veth pairs between namespaces (root).
+mod xdp;

@@ -10,6 +10,9 @@
 //! callback returns.
 
 pub mod afpacket;
+pub mod sys;
+pub mod xdp;
+pub mod xsk;
 
 use std::{io, time::Duration};
 

@@ -1,0 +1,217 @@
+//! Small system-call wrappers live capture needs: the clocks, per-thread network namespaces,
+//! CPU pinning, and a raw AF_PACKET sender (for labs, tests and traffic generators).
+
+use std::{
+    ffi::CString,
+    fs::File,
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::Path,
+};
+
+/// Reads `clock` in nanoseconds.
+pub fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it. The clocks used
+    // here (REALTIME, TAI, MONOTONIC) always exist on Linux, so it cannot fail.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// CLOCK_REALTIME in nanoseconds since the Unix epoch.
+pub fn realtime_ns() -> i64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// CLOCK_REALTIME minus CLOCK_TAI in nanoseconds: minus the kernel's TAI offset, a whole
+/// number of seconds (0 when nothing set it, -37 s with a leap-second-aware NTP daemon). The
+/// two reads are nanoseconds apart, so rounding to the second gives the offset exactly.
+pub fn realtime_minus_tai_ns() -> i64 {
+    let tai = clock_ns(libc::CLOCK_TAI);
+    let real = clock_ns(libc::CLOCK_REALTIME);
+    let d = real - tai;
+    (d as f64 / 1e9).round() as i64 * 1_000_000_000
+}
+
+/// The calling thread in another network namespace until dropped, when it returns to the
+/// namespace it came from. Sockets, netlink requests and interface-name lookups made by this
+/// thread meanwhile happen in that namespace; other threads are not affected.
+#[derive(Debug)]
+pub struct NetnsGuard {
+    back: File,
+}
+
+impl NetnsGuard {
+    /// Enters the named namespace (`/run/netns/NAME`, as `ip netns add` creates).
+    pub fn enter(name: &str) -> io::Result<Self> {
+        Self::enter_path(&Path::new("/run/netns").join(name))
+    }
+
+    /// Enters the namespace of a namespace file (for example `/proc/PID/ns/net`).
+    pub fn enter_path(path: &Path) -> io::Result<Self> {
+        let back = File::open("/proc/thread-self/ns/net")?;
+        let target = File::open(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open network namespace {}: {e}", path.display()),
+            )
+        })?;
+        setns(&target).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot enter network namespace {}: {e}", path.display()),
+            )
+        })?;
+        Ok(NetnsGuard { back })
+    }
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        if let Err(e) = setns(&self.back) {
+            // The thread would go on in the wrong namespace: nothing it does next is safe.
+            panic!("cannot return to the original network namespace: {e}");
+        }
+    }
+}
+
+fn setns(f: &File) -> io::Result<()> {
+    // SAFETY: setns takes a valid open namespace fd (borrowed from `f` for the call) and a
+    // namespace type; it changes only the calling thread's namespace.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cpu {cpu} is out of range"),
+        ));
+    }
+    // SAFETY: `cpu` is below CPU_SETSIZE (checked), so the bit is inside `set`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The index of a network interface in the calling thread's namespace.
+pub fn if_index(name: &str) -> io::Result<u32> {
+    let c = CString::new(name).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {name:?} contains a NUL byte"),
+        )
+    })?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface named `{name}`"),
+        ));
+    }
+    Ok(idx)
+}
+
+/// An AF_PACKET raw socket bound to one interface that sends whole Ethernet frames (with
+/// `PACKET_QDISC_BYPASS`, so frames go straight to the driver).
+#[derive(Debug)]
+pub struct RawSender {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+impl RawSender {
+    /// Opens the socket on `iface` (in the calling thread's network namespace).
+    pub fn open(iface: &str) -> io::Result<Self> {
+        let ifindex = if_index(iface)?;
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                0, // send only: receive nothing
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let one: libc::c_int = 1;
+        // SAFETY: valid fd, option value pointer and length of a c_int.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_QDISC_BYPASS,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(RawSender { fd, ifindex })
+    }
+
+    /// Sends one frame (Ethernet header included).
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = self.ifindex as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(frame.get(..6).unwrap_or(&[0; 6]));
+        // SAFETY: `frame` is valid for `frame.len()` bytes and `addr` for its size.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n as usize != frame.len() {
+            return Err(io::Error::other(format!(
+                "short send: {n} of {} bytes",
+                frame.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tai_offset_is_whole_seconds() {
+        assert_eq!(realtime_minus_tai_ns() % 1_000_000_000, 0);
+    }
+
+    #[test]
+    fn unknown_interface_is_named_in_the_error() {
+        let e = if_index("tv-no-such-if").unwrap_err();
+        assert!(e.to_string().contains("tv-no-such-if"), "{e}");
+    }
+}
