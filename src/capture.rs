@@ -14,12 +14,18 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use tapvault_config::{Config, FileSpeed, SourceKind};
+use tapvault_config::{Config, FileSpeed, NoSocketAction, Queues, SourceKind, XdpMode, ZeroCopy};
 use tapvault_dataplane::live::{
     RxSource,
     afpacket::{self, AfPacketOptions, AfPacketSource, Fanout, FanoutMode},
     file::{FileSource, Speed},
     pipeline::{Clock, LiveStats, Pipeline, PipelineOptions, RecordSink, Report, WorkerSpill},
+    sys::NetnsGuard,
+    xdp::{
+        AttachMode, CaptureFilter, NetRule, NoSocketPolicy, PortProto, PortRule, RuleAction,
+        XdpCounters, XdpOptions, XdpProgram,
+    },
+    xsk::{BindMode, BusyPoll, XskOptions, XskSocket},
 };
 use tapvault_storage::{
     DnsRecord, FlowRecord, RetentionPolicy, SegmentOptions,
@@ -56,20 +62,150 @@ pub(crate) struct Settings {
     pub(crate) status_every: Duration,
 }
 
-/// RX queues of `iface` as this process sees them (`/sys/class/net/IF/queues/rx-*`).
-fn rx_queues(iface: &str) -> Option<usize> {
-    let n = std::fs::read_dir(format!("/sys/class/net/{iface}/queues"))
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-        .count();
-    (n > 0).then_some(n)
+/// RX queues of `iface` (in namespace `netns`, if given), from the kernel's link
+/// attributes (`ip -d link`: sysfs shows the namespace it was mounted in, not the thread's).
+fn rx_queues(iface: &str, netns: Option<&str>) -> Result<usize> {
+    let mut cmd = std::process::Command::new("ip");
+    if let Some(ns) = netns {
+        cmd.args(["-n", ns]);
+    }
+    let out = cmd
+        .args(["-j", "-d", "link", "show", "dev", iface])
+        .output()
+        .context("cannot run `ip` to count the interface's RX queues")?;
+    if !out.status.success() {
+        bail!(
+            "capture.interface: `{iface}` not found: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("cannot parse `ip -j link` output")?;
+    v[0]["num_rx_queues"]
+        .as_u64()
+        .map(|n| n.max(1) as usize)
+        .context("`ip -j -d link` shows no num_rx_queues")
+}
+
+/// The XDP filter from the configuration's rules (validated: each lists networks or ports).
+fn xdp_filter(c: &tapvault_config::FilterConfig) -> Result<CaptureFilter> {
+    let act = |a: tapvault_config::FilterAction| match a {
+        tapvault_config::FilterAction::Keep => RuleAction::Keep,
+        tapvault_config::FilterAction::Drop => RuleAction::Drop,
+    };
+    let mut f = CaptureFilter {
+        default: act(c.default_action),
+        ..CaptureFilter::default()
+    };
+    for (i, r) in c.rules.iter().enumerate() {
+        for n in &r.networks {
+            let net: tapvault_config::Network = n
+                .parse()
+                .map_err(|e| anyhow::anyhow!("capture.filter.rules[{i}]: {e}"))?;
+            f.nets.push(NetRule {
+                addr: net.addr,
+                prefix_len: net.prefix,
+                action: act(r.action),
+            });
+        }
+        for &port in &r.ports {
+            f.ports.push(PortRule {
+                port,
+                proto: PortProto::Both,
+                action: act(r.action),
+            });
+        }
+    }
+    Ok(f)
+}
+
+/// The XDP program and one AF_XDP socket per RX queue, registered, then attached.
+fn open_xdp(s: &Settings) -> Result<(XdpProgram, Vec<Box<dyn RxSource>>)> {
+    let c = &s.config.capture;
+    // Everything below opens in the capture namespace; the guard brings this thread back.
+    let _ns = match &s.netns {
+        Some(ns) => {
+            Some(NetnsGuard::enter(ns).with_context(|| format!("cannot enter namespace `{ns}`"))?)
+        }
+        None => None,
+    };
+    let queues: Vec<u32> = match &c.queues {
+        Queues::All => (0..rx_queues(&c.interface, None)? as u32).collect(),
+        Queues::List(l) => l.clone(),
+    };
+    let snap_len = if c.snap_len >= c.frame_size {
+        0
+    } else {
+        c.snap_len
+    };
+    let mut prog = XdpProgram::load(&XdpOptions {
+        snap_len,
+        no_socket: match c.no_socket_action {
+            NoSocketAction::Pass => NoSocketPolicy::Pass,
+            NoSocketAction::Drop => NoSocketPolicy::Drop,
+        },
+        filter: xdp_filter(&c.filter)?,
+    })
+    .context("cannot load the XDP program")?;
+    let xopts = XskOptions {
+        frame_count: c.umem_frames,
+        frame_size: c.frame_size,
+        bind: match c.zero_copy {
+            ZeroCopy::Auto => BindMode::Auto,
+            ZeroCopy::On => BindMode::ZeroCopy,
+            ZeroCopy::Off => BindMode::Copy,
+        },
+        need_wakeup: c.need_wakeup,
+        busy_poll: c.busy_poll.then_some(BusyPoll {
+            usecs: 50,
+            budget: c.busy_poll_budget,
+        }),
+        ..XskOptions::default()
+    };
+    let mut sources: Vec<Box<dyn RxSource>> = Vec::with_capacity(queues.len());
+    for &q in &queues {
+        let sock = XskSocket::open(&c.interface, q, &xopts).with_context(|| {
+            format!(
+                "cannot open an AF_XDP socket on `{}` queue {q}",
+                c.interface
+            )
+        })?;
+        prog.register_socket(q, &sock)
+            .with_context(|| format!("cannot register the socket of queue {q}"))?;
+        sources.push(Box::new(sock));
+    }
+    let mode = match c.xdp_mode {
+        XdpMode::Driver => AttachMode::Driver,
+        XdpMode::Skb => AttachMode::Skb,
+        XdpMode::Auto => AttachMode::Auto,
+    };
+    let active = prog
+        .attach(&c.interface, mode)
+        .with_context(|| format!("cannot attach XDP to `{}`", c.interface))?;
+    eprintln!(
+        "tapvault: XDP attached to {} ({active:?} mode), {} AF_XDP socket(s)",
+        c.interface,
+        sources.len()
+    );
+    Ok((prog, sources))
 }
 
 /// The final counters as one JSON object.
-pub(crate) fn report_json(r: &Report) -> serde_json::Value {
+pub(crate) fn report_json(r: &Report, xdp: Option<&XdpCounters>) -> serde_json::Value {
     let malformed: u64 = r.malformed.iter().sum();
+    let xdp = xdp.map(|x| {
+        serde_json::json!({
+            "seen": x.seen,
+            "redirected": x.redirected,
+            "filtered": x.filtered,
+            "no_socket": x.no_socket,
+            "errors": x.errors,
+            "truncated": x.truncated,
+            "meta_failed": x.meta_failed,
+        })
+    });
     serde_json::json!({
+        "xdp": xdp,
         "frames": r.frames,
         "worker_frames": r.worker_frames,
         "ip_packets": r.ip_packets,
@@ -154,7 +290,9 @@ pub(crate) struct StoreStatus {
     pub(crate) flows: Option<Shared<FlowStoreStats>>,
 }
 
-fn open_sources(s: &Settings) -> Result<(Vec<Box<dyn RxSource>>, PipelineOptions)> {
+type Opened = (Vec<Box<dyn RxSource>>, PipelineOptions, Option<XdpProgram>);
+
+fn open_sources(s: &Settings) -> Result<Opened> {
     let c = &s.config.capture;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut opts = PipelineOptions {
@@ -162,6 +300,7 @@ fn open_sources(s: &Settings) -> Result<(Vec<Box<dyn RxSource>>, PipelineOptions
         worker_cpus: c.cpus.iter().map(|&c| c as usize).collect(),
         ..PipelineOptions::default()
     };
+    let mut xdp = None;
     let sources: Vec<Box<dyn RxSource>> = match c.source {
         SourceKind::File => {
             let speed = match c.file_speed {
@@ -179,10 +318,7 @@ fn open_sources(s: &Settings) -> Result<(Vec<Box<dyn RxSource>>, PipelineOptions
                 bail!("capture.interface: required for the af_packet source");
             }
             let workers = match c.workers {
-                0 => match &s.netns {
-                    None => rx_queues(&c.interface).unwrap_or(1),
-                    Some(_) => 1,
-                },
+                0 => rx_queues(&c.interface, s.netns.as_deref())?,
                 n => n as usize,
             };
             let group = match c.fanout_group {
@@ -210,13 +346,18 @@ fn open_sources(s: &Settings) -> Result<(Vec<Box<dyn RxSource>>, PipelineOptions
             v
         }
         SourceKind::AfXdp => {
-            bail!("capture.source: af_xdp is not available in this build yet");
+            if c.interface.is_empty() {
+                bail!("capture.interface: required for the af_xdp source");
+            }
+            let (prog, v) = open_xdp(s)?;
+            xdp = Some(prog);
+            v
         }
     };
     if opts.flow.shards == 0 {
         opts.flow.shards = cores.saturating_sub(sources.len()).max(1);
     }
-    Ok((sources, opts))
+    Ok((sources, opts, xdp))
 }
 
 fn status_line(stats: &LiveStats, elapsed: Duration) -> String {
@@ -247,6 +388,8 @@ fn status_line(stats: &LiveStats, elapsed: Duration) -> String {
 pub(crate) struct Capture {
     pipeline: Pipeline,
     names: Vec<String>,
+    /// The XDP program (AF_XDP source): detached when the capture stops.
+    xdp: Option<XdpProgram>,
     status: StoreStatus,
     maintenance: Option<MaintenanceHandle>,
 }
@@ -270,7 +413,7 @@ impl Capture {
                 problems.join("\n  ")
             );
         }
-        let (sources, opts) = open_sources(s)?;
+        let (sources, opts, xdp) = open_sources(s)?;
         let st = &s.config.storage;
         let data_dir = (!st.data_dir.as_os_str().is_empty()).then(|| st.data_dir.clone());
         let store_opts = StoreOptions::default()
@@ -342,6 +485,7 @@ impl Capture {
         Ok(Capture {
             pipeline,
             names,
+            xdp,
             status,
             maintenance,
         })
@@ -367,8 +511,21 @@ impl Capture {
         &self.status
     }
 
-    /// Stops intake, drains, flushes and publishes.
-    pub(crate) fn stop(self) -> Result<Report> {
+    /// The XDP program's counters (AF_XDP source).
+    pub(crate) fn xdp_counters(&self) -> Option<XdpCounters> {
+        self.xdp.as_ref().and_then(|p| p.counters().ok())
+    }
+
+    /// Stops intake, drains, flushes and publishes; detaches XDP first, so the interface
+    /// carries its traffic to the kernel again at once.
+    pub(crate) fn stop(mut self) -> Result<(Report, Option<XdpCounters>)> {
+        let mut counters = None;
+        if let Some(mut p) = self.xdp.take() {
+            counters = p.counters().ok();
+            if let Err(e) = p.detach() {
+                eprintln!("tapvault: detaching XDP: {e}");
+            }
+        }
         let report = self.pipeline.stop().context("pipeline failed")?;
         if let Some(m) = self.maintenance {
             m.stop();
@@ -376,12 +533,12 @@ impl Capture {
         if report.source_errors > 0 && report.frames == 0 {
             bail!("every receive failed ({} errors)", report.source_errors);
         }
-        Ok(report)
+        Ok((report, counters))
     }
 }
 
 /// Runs a capture until stopped (signal, duration, or the end of a file source).
-pub(crate) fn run(s: &Settings) -> Result<Report> {
+pub(crate) fn run(s: &Settings) -> Result<(Report, Option<XdpCounters>)> {
     let stop = stop_flag();
     let cap = Capture::start(s, None)?;
     eprintln!("tapvault: capturing from {}", cap.names().join(", "));

@@ -130,8 +130,8 @@ fn capture_cmd(mut a: CaptureArgs) -> Result<()> {
         netns: a.netns.clone(),
         config: cfg,
     };
-    let r = capture::run(&settings)?;
-    let summary = capture::report_json(&r);
+    let (r, xdp) = capture::run(&settings)?;
+    let summary = capture::report_json(&r, xdp.as_ref());
     eprintln!("tapvault: capture ended: {summary}");
     if let Some(p) = &a.report_json {
         std::fs::write(p, format!("{summary}\n"))

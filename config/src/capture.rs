@@ -177,10 +177,11 @@ impl<'de> Deserialize<'de> for Queues {
     }
 }
 
-/// One rule of the XDP filter. A frame matches when one of its addresses lies in one of
-/// `networks` (or `networks` is empty) and one of its ports is in `ports` (or `ports` is
-/// empty); the first matching rule decides, frames no rule matches get `default_action`.
-/// Addresses and ports are those of the innermost IP header the XDP program parses.
+/// One rule of the XDP filter: networks or ports (not both in one rule) with an action. The
+/// XDP program looks up the source and destination address (longest matching prefix over
+/// all rules) and the source and destination port; when the answers differ, `drop` beats
+/// `keep`; a frame nothing matches gets `default_action`. Addresses and ports are those of
+/// the IP header the XDP program parses (outer, after up to two VLAN tags).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterRule {
@@ -200,7 +201,7 @@ pub struct FilterRule {
 pub struct FilterConfig {
     /// Decision for frames no rule matches: `keep` or `drop`. Default: `keep`.
     pub default_action: FilterAction,
-    /// Rules, first match wins. Default: none (capture everything).
+    /// Rules (see [`FilterRule`] for how they combine). Default: none (capture everything).
     pub rules: Vec<FilterRule>,
 }
 
@@ -532,6 +533,19 @@ impl CaptureConfig {
                 if let Err(e) = n.parse::<Network>() {
                     p.bad(format!("capture.filter.rules[{i}].networks[{j}]"), e);
                 }
+            }
+            if !r.networks.is_empty() && !r.ports.is_empty() {
+                p.bad(
+                    format!("capture.filter.rules[{i}]"),
+                    "a rule lists networks or ports, not both (the XDP program looks them up \
+                     separately; \"network AND port\" cannot be expressed); split it into two rules",
+                );
+            }
+            if r.networks.is_empty() && r.ports.is_empty() {
+                p.bad(
+                    format!("capture.filter.rules[{i}]"),
+                    "a rule needs networks or ports",
+                );
             }
             if r.ports.contains(&0) {
                 p.bad(

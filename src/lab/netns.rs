@@ -72,33 +72,6 @@ pub(crate) struct Lab {
     procs: Vec<Proc>,
 }
 
-/// Runs `f` on a new thread that has entered network namespace `ns` (by its name under
-/// `/run/netns`), and returns its result. Sockets and links created there stay in that
-/// namespace after the thread ends, so capture sources on the namespace's ports can be
-/// opened here and used from any thread; nothing else of this process changes namespace.
-pub(crate) fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    use std::os::fd::AsRawFd;
-    let path = Path::new("/run/netns").join(ns);
-    let file =
-        std::fs::File::open(&path).with_context(|| format!("cannot open `{}`", path.display()))?;
-    thread::scope(|s| {
-        s.spawn(move || {
-            // SAFETY: setns(2) with a valid namespace file descriptor, affecting only this
-            // thread (it has not shared its file system context with other threads).
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                bail!(
-                    "cannot enter network namespace `{ns}`: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
-            f()
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("thread in namespace `{ns}` panicked"))?
-    })
-}
-
 /// Runs a command to completion; an error carries the command line and its stderr.
 pub(crate) fn run(args: &[&str]) -> Result<()> {
     let out = Command::new(args[0])

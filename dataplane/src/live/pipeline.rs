@@ -187,6 +187,11 @@ pub struct ShardCounters {
     pub evictions: AtomicU64,
     /// Idle and stale time-outs.
     pub timeouts: AtomicU64,
+    /// Descriptors held in the reorder buffer now (several workers).
+    pub reorder_held: AtomicU64,
+    /// Descriptors released before every worker had passed their time, because the
+    /// reorder buffer was full (they may be analysed out of order).
+    pub reorder_forced: AtomicU64,
 }
 
 impl ShardCounters {
@@ -204,6 +209,10 @@ impl ShardCounters {
 /// Counters of the whole pipeline, shared with whoever reports health (the API).
 #[derive(Debug, Default)]
 pub struct LiveStats {
+    /// Per worker: the time up to which it has handed everything to the shards (ns since
+    /// the epoch; `i64::MAX` once it ended). Shards merge the workers' streams by time up to
+    /// the smallest of these.
+    pub watermarks: Vec<std::sync::atomic::AtomicI64>,
     /// Per worker (source), in source order.
     pub workers: Vec<WorkerCounters>,
     /// Per shard.
@@ -368,6 +377,9 @@ impl Pipeline {
                 .map(|_| WorkerCounters::default())
                 .collect(),
             shards: (0..n_shards).map(|_| ShardCounters::default()).collect(),
+            watermarks: (0..sources.len())
+                .map(|_| std::sync::atomic::AtomicI64::new(i64::MIN))
+                .collect(),
             records_out: AtomicU64::new(0),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -402,11 +414,24 @@ impl Pipeline {
             let stats = stats.clone();
             let cpu = opts.shard_cpus.get(s).copied();
             let clock = opts.clock;
+            // Frames of one flow can arrive on several queues (a NIC without symmetric RSS,
+            // or veth, which queues by sending CPU): merge the workers' streams by time.
+            let reorder = clock == Clock::Wall && sources.len() > 1;
             stats.shards[s].capacity.store(per_shard as u64, Relaxed);
             let h = spawn(format!("tapvault-shard-{s}"), move || {
                 pin(cpu.as_ref());
                 let mut table = FlowTable::new(&flow, per_shard);
-                shard_loop(&rx, &recycle, &mut table, &mut out, &stats.shards[s], clock);
+                let mut merge = reorder.then(Reorder::default);
+                shard_loop(
+                    &rx,
+                    &recycle,
+                    &mut table,
+                    &mut out,
+                    &stats,
+                    s,
+                    clock,
+                    merge.as_mut(),
+                );
                 table.flush(&mut out);
                 out.flush();
                 stats.shards[s].set(table.stats());
@@ -427,7 +452,17 @@ impl Pipeline {
             let h = spawn(format!("tapvault-worker-{w}"), move || {
                 pin(cpu.as_ref());
                 let c = &stats.workers[w];
-                let end = worker_loop(&mut *src, &mut *spill, &txs, &recycle, c, &stop, &o);
+                let end = worker_loop(
+                    w,
+                    &stats.watermarks,
+                    &mut *src,
+                    &mut *spill,
+                    &txs,
+                    &recycle,
+                    c,
+                    &stop,
+                    &o,
+                );
                 spill.finish();
                 end
             })?;
@@ -559,7 +594,10 @@ impl Handoff<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn worker_loop(
+    w: usize,
+    marks: &[std::sync::atomic::AtomicI64],
     src: &mut dyn RxSource,
     spill: &mut dyn WorkerSpill,
     txs: &[Sender<Vec<PacketDesc>>],
@@ -581,6 +619,7 @@ fn worker_loop(
     let mut source = SourceStats::default();
     let mut errors_logged = 0u32;
     let link = o.link_type;
+    let mark = &marks[w];
     while !stop.load(Relaxed) {
         let (mut frames, mut bytes, mut last_ts) = (0u64, 0u64, 0i64);
         let r = src.recv_batch(o.poll_timeout, &mut |f: &RxFrame<'_>| {
@@ -596,7 +635,15 @@ fn worker_loop(
             spill.packet(f.ts_ns, f.orig_len, f.data, flow);
         });
         match r {
-            Ok(0) => {}
+            Ok(0) => {
+                // Nothing pending here: anything this source delivers later was stamped
+                // after now, less the time a frame may wait in the kernel before delivery
+                // (an AF_PACKET block waits for its retire timeout).
+                let idle = now_ns() - IDLE_SKEW_NS;
+                if idle > mark.load(Relaxed) {
+                    mark.store(idle, Relaxed);
+                }
+            }
             Ok(_) => {
                 c.frames.fetch_add(frames, Relaxed);
                 c.bytes.fetch_add(bytes, Relaxed);
@@ -605,6 +652,10 @@ fn worker_loop(
                 c.not_ip.store(dec.not_ip, Relaxed);
                 c.malformed.store(dec.malformed.iter().sum(), Relaxed);
                 hand.send_all(false);
+                // After the send: a shard that sees this mark has the batch queued.
+                if last_ts > mark.load(Relaxed) {
+                    mark.store(last_ts, Relaxed);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
             Err(e) => {
@@ -630,6 +681,7 @@ fn worker_loop(
     }
     // Drain: whatever was decoded goes to the shards, waiting for room this time.
     hand.send_all(true);
+    mark.store(i64::MAX, Relaxed);
     if let Ok(s) = src.stats() {
         source = s;
         c.set_source(&s);
@@ -638,35 +690,139 @@ fn worker_loop(
     WorkerEnd { dec, source }
 }
 
+/// How far behind the wall clock an idle worker's watermark stays: the longest a frame may
+/// wait in the kernel between its timestamp and its delivery (AF_PACKET retires a block
+/// after 10 ms by default), with room to spare.
+const IDLE_SKEW_NS: i64 = 50_000_000;
+/// Descriptors a shard holds for reordering at most.
+const REORDER_MAX: usize = 1 << 20;
+
+/// A held descriptor, ordered by time, then by arrival.
+struct Held {
+    ts: i64,
+    seq: u64,
+    d: PacketDesc,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, o: &Self) -> bool {
+        (self.ts, self.seq) == (o.ts, o.seq)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.ts, self.seq).cmp(&(o.ts, o.seq))
+    }
+}
+
+/// The merge of several workers' streams: descriptors wait until every worker has passed
+/// their time (its watermark), then go to the table in time order.
+#[derive(Default)]
+struct Reorder {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<Held>>,
+    seq: u64,
+    forced: u64,
+}
+
+impl Reorder {
+    fn push(&mut self, d: PacketDesc) {
+        self.seq += 1;
+        self.heap.push(std::cmp::Reverse(Held {
+            ts: d.ts_ns,
+            seq: self.seq,
+            d,
+        }));
+    }
+
+    /// Processes every held descriptor at or before `upto`, and the oldest ones beyond the
+    /// buffer's bound.
+    fn release(&mut self, upto: i64, table: &mut FlowTable, out: &mut OutSink) {
+        while let Some(std::cmp::Reverse(h)) = self.heap.peek() {
+            if h.ts > upto && self.heap.len() <= REORDER_MAX {
+                break;
+            }
+            if h.ts > upto {
+                self.forced += 1;
+            }
+            let std::cmp::Reverse(h) = self.heap.pop().expect("peeked");
+            table.process(&h.d, out);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn shard_loop(
     rx: &Receiver<Vec<PacketDesc>>,
     recycle: &Sender<Vec<PacketDesc>>,
     table: &mut FlowTable,
     out: &mut OutSink,
-    c: &ShardCounters,
+    stats: &LiveStats,
+    shard: usize,
     clock: Clock,
+    mut merge: Option<&mut Reorder>,
 ) {
+    let c = &stats.shards[shard];
+    let watermark = || {
+        stats
+            .watermarks
+            .iter()
+            .map(|m| m.load(Relaxed))
+            .min()
+            .unwrap_or(i64::MAX)
+    };
     let mut last_tick = Instant::now();
     loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
+        let wait = if merge.is_some() { 10 } else { 100 };
+        match rx.recv_timeout(Duration::from_millis(wait)) {
             Ok(mut batch) => {
-                for d in &batch {
-                    table.process(d, out);
+                match merge.as_deref_mut() {
+                    Some(m) => {
+                        for d in batch.drain(..) {
+                            m.push(d);
+                        }
+                    }
+                    None => {
+                        for d in &batch {
+                            table.process(d, out);
+                        }
+                        batch.clear();
+                    }
                 }
-                batch.clear();
                 let _ = recycle.try_send(batch);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        if let Some(m) = merge.as_deref_mut() {
+            m.release(watermark(), table, out);
+            c.reorder_held.store(m.heap.len() as u64, Relaxed);
+            c.reorder_forced.store(m.forced, Relaxed);
+        }
         if last_tick.elapsed() >= Duration::from_millis(100) {
             last_tick = Instant::now();
             if clock == Clock::Wall {
-                table.expire(now_ns(), out);
+                // With a merge, time has only reached the watermark as far as the table is
+                // concerned (held packets are older than now).
+                let now = match &merge {
+                    Some(_) => watermark().min(now_ns()),
+                    None => now_ns(),
+                };
+                table.expire(now, out);
             }
             c.set(table.stats());
             out.flush();
         }
+    }
+    if let Some(m) = merge {
+        m.release(i64::MAX, table, out);
+        c.reorder_held.store(0, Relaxed);
+        c.reorder_forced.store(m.forced, Relaxed);
     }
 }
 
