@@ -43,7 +43,9 @@ mod reader;
 mod schema;
 mod writer;
 
-pub use reader::{ReadStats, read_flows, read_flows_with_stats};
+pub use reader::{
+    FlowPredicate, ReadStats, read_flows, read_flows_filtered, read_flows_with_stats,
+};
 pub use writer::{FlowParquetWriter, WriterOptions, recover};
 
 /// Key of the file-level metadata entry that carries [`FORMAT_VERSION`].
@@ -121,6 +123,10 @@ pub enum Error {
         /// The column.
         column: &'static str,
     },
+    /// A read stopped early because its caller asked it to (see
+    /// [`read_flows_filtered`]).
+    #[error("read interrupted")]
+    Interrupted,
     /// A column holds a value that no field value maps to (an unknown enum name).
     #[error("invalid value {value:?} in column `{column}` of `{}`", path.display())]
     InvalidValue {
