@@ -19,6 +19,8 @@ use tapvault_storage::{DnsRecord, FlowRecord};
 
 /// `tapvault demo` and its hidden `traffic` helper: real TCP in network namespaces.
 mod lab;
+/// `tapvault serve`: the HTTP API over stored history.
+mod serve;
 
 /// mimalloc: per-thread heaps suit the pipeline, where records are built on shard threads and
 /// freed on the output thread (glibc's allocator spent a tenth of the CPU on that hand-off).
@@ -45,6 +47,9 @@ enum Cmd {
     /// bottleneck (bulk, slow reader, refused, keep-alive, request/response), captured with
     /// tcpdump and analyzed; prints the flows and what to look at.
     Demo(lab::DemoArgs),
+    /// Serve the HTTP API (flows, pcap, insights, status) over a storage directory, without
+    /// capturing.
+    Serve(serve::ServeArgs),
     /// One end of the demo's traffic, run inside a namespace by `tapvault demo`.
     #[command(hide = true)]
     Traffic(lab::TrafficArgs),
@@ -562,6 +567,7 @@ fn main() -> ExitCode {
         Cmd::Analyze(a) => analyze(a),
         Cmd::Demo(a) => lab::demo(a),
         Cmd::Traffic(a) => lab::traffic(a),
+        Cmd::Serve(a) => serve::serve(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,3 +11,6 @@ mod cli;
 
 /// Real Linux TCP from `tapvault demo` (network namespaces, root) against tshark.
 mod netns;
+
+/// The HTTP API over loopback against stores written by `analyze --store`, and schemathesis.
+mod api;

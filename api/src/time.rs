@@ -69,7 +69,7 @@ fn parse_rfc3339(s: &str) -> Result<i64, String> {
             .all(u8::is_ascii_digit)
             .then(|| part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
     };
-    if b.len() < 20 {
+    if b.len() < 19 {
         return Err(bad("too short"));
     }
     let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(sec)) = (
