@@ -4,7 +4,7 @@
 # segments), zstd (restores stored segments in tests), tcpdump (captures in the
 # demo and the namespace tests), iproute2 and ethtool (namespaces, veth, qdiscs, offloads),
 # python3 (tshark's ground-truth script). PyPI: pyarrow and duckdb (they read the Parquet
-# files in tests). Rust components: rustfmt and clippy.
+# files in tests), schemathesis (its `st` CLI fuzzes the HTTP API from its OpenAPI document). Rust components: rustfmt and clippy.
 
 tapvault_setup() {
     local pkgs=(tshark tcpdump iproute2 ethtool python3 procps zstd)
@@ -31,6 +31,12 @@ tapvault_setup() {
     if ! python3 -c 'import pyarrow, duckdb' 2>/dev/null; then
         echo "setup: installing pyarrow and duckdb (PyPI)" >&2
         python3 -m pip install --quiet --disable-pip-version-check pyarrow duckdb
+    fi
+    # schemathesis: the API test runs `st run` against the live OpenAPI document.
+    if ! st --help 2>/dev/null | grep -q "Property-based API testing"; then
+        echo "setup: installing schemathesis (PyPI)" >&2
+        python3 -m pip install --quiet --disable-pip-version-check schemathesis ||
+            python3 -m pip install --quiet --disable-pip-version-check schemathesis
     fi
     local have
     have=$(rustup component list --installed 2>/dev/null || true)

@@ -291,7 +291,7 @@ impl<'a> Parser<'a> {
             }
             "port" => {
                 let (o, a) = self.operand(off, "port", "a port number")?;
-                let n = port(a).or_else(|| None).map_or_else(
+                let n = port(a).map_or_else(
                     || self.err(o, format!("`{a}` is not a port number (0 to 65535)")),
                     Ok,
                 )?;

@@ -151,7 +151,7 @@ fn encode_cursor(c: &Cursor) -> String {
 }
 
 fn decode_cursor(s: &str) -> Option<Cursor> {
-    if s.len() % 2 != 0 || s.len() > 4096 {
+    if !s.len().is_multiple_of(2) || s.len() > 4096 {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..s.len())

@@ -324,7 +324,7 @@ fn produce(
     let mut n = 0u64;
     while let Some(Reverse((_, i))) = heap.pop() {
         n += 1;
-        if n % 4096 == 0 && !keep_going() {
+        if n.is_multiple_of(4096) && !keep_going() {
             return Err(ApiError::Timeout);
         }
         let c = &mut cursors[i];

@@ -152,6 +152,15 @@ fn int64_stat(rg: &RowGroupMetaData, column: &str, min: bool) -> Option<i64> {
     }
 }
 
+/// The function of a [`FlowPredicate`]: one answer per row of the batch.
+pub type PredicateFn = std::sync::Arc<
+    dyn Fn(
+            &arrow_array::RecordBatch,
+        ) -> std::result::Result<arrow_array::BooleanArray, arrow_schema::ArrowError>
+        + Send
+        + Sync,
+>;
+
 /// A row predicate pushed down into [`read_flows_filtered`]: it sees only the named columns
 /// of rows that overlap the time range, and answers, per row, whether to decode the whole
 /// record. Rows it rejects are never turned into [`FlowRecord`]s.
@@ -162,14 +171,7 @@ pub struct FlowPredicate {
     /// Called with a batch holding `columns` (in schema order, named as the fields); a null
     /// or `false` entry drops the row. It may be called concurrently only if the caller
     /// shares it; [`read_flows_filtered`] calls it from one thread.
-    pub eval: std::sync::Arc<
-        dyn Fn(
-                &arrow_array::RecordBatch,
-            )
-                -> std::result::Result<arrow_array::BooleanArray, arrow_schema::ArrowError>
-            + Send
-            + Sync,
-    >,
+    pub eval: PredicateFn,
 }
 
 impl std::fmt::Debug for FlowPredicate {
