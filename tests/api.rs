@@ -1180,7 +1180,11 @@ fn schemathesis_finds_no_server_errors() {
     };
     let srv = server(&f.dir, |o| o.request_timeout(Duration::from_secs(10)));
     let url = format!("http://{}/api/v1/openapi.json", srv.local_addr());
+    // st writes a .schemathesis/ cache where it runs: keep it out of the checkout.
+    let cwd = f.dir.join("schemathesis");
+    std::fs::create_dir_all(&cwd).unwrap();
     let out = Command::new("timeout")
+        .current_dir(&cwd)
         .args(["110", st.to_str().unwrap(), "run", &url])
         .args(["--checks", "not_a_server_error", "--max-examples", "40"])
         .args(["--seed", "1", "--request-timeout", "20"])

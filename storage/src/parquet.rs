@@ -44,7 +44,7 @@ mod schema;
 mod writer;
 
 pub use reader::{
-    FlowPredicate, ReadStats, read_flows, read_flows_filtered, read_flows_with_stats,
+    FlowPredicate, PredicateFn, ReadStats, read_flows, read_flows_filtered, read_flows_with_stats,
 };
 pub use writer::{FlowParquetWriter, WriterOptions, recover};
 
