@@ -78,8 +78,8 @@ pub struct ApiOptions {
     pub max_pcap_span: Duration,
     /// Largest pcap answer, bytes. Default 1 GiB.
     pub max_pcap_bytes: u64,
-    /// Time a request may take to produce its answer (a pcap body streams after). Default
-    /// 30 s.
+    /// Time a request may take to produce its answer (503 after). A streamed pcap body may
+    /// take 20 times this. Default 30 s.
     pub request_timeout: Duration,
     /// Largest `limit` of a flows page. Default 10 000.
     pub max_rows: usize,

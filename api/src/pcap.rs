@@ -374,7 +374,8 @@ pub(crate) async fn get(
     if plan.upper_bytes <= max {
         // Fits by the index's bound: stream as it is read.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-        let deadline = st.deadline();
+        // The body streams at the client's pace: allow it 20 request time-outs.
+        let deadline = std::time::Instant::now() + st.opts.request_timeout * 20;
         tokio::task::spawn_blocking(move || {
             let keep_going = || std::time::Instant::now() < deadline;
             let mut chunk = Vec::with_capacity(256 * 1024);

@@ -294,7 +294,8 @@ fn generate_pcap(root: &Path) {
         })
         .collect();
     let start = DAY_START + PCAP_HOUR * 3600 * NS;
-    let packets = PCAP_TARGET_BYTES / 1000;
+    // Frames average 64 + 1450 / 2 bytes.
+    let packets = PCAP_TARGET_BYTES / 789;
     let step = 3600 * NS / packets as i64;
     let (t_from, t_to) = (target.first_seen_ns, target.last_seen_ns);
     let target_every = ((t_to - t_from) / step / 2000).max(1);
@@ -408,14 +409,21 @@ fn main() {
         return;
     }
     let root = store_dir();
-    let marker = root.join(".complete-v1");
-    if !marker.exists() {
-        eprintln!("generating into {} (once)", root.display());
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).expect("create store dir");
+    std::fs::create_dir_all(&root).expect("create store dir");
+    // Each store is generated once; a marker says it is complete.
+    let flows_done = root.join(".flows-complete-v1");
+    if !flows_done.exists() {
+        eprintln!("generating flows into {} (once)", root.display());
+        let _ = std::fs::remove_dir_all(root.join("flows"));
         generate_flows(&root);
+        std::fs::write(&flows_done, b"").expect("marker");
+    }
+    let pcap_done = root.join(".pcap-complete-v2");
+    if !pcap_done.exists() {
+        eprintln!("generating packet segments into {} (once)", root.display());
+        let _ = std::fs::remove_dir_all(root.join("pcap"));
         generate_pcap(&root);
-        std::fs::write(&marker, b"").expect("marker");
+        std::fs::write(&pcap_done, b"").expect("marker");
     }
     let flows_bytes = du(&root.join("flows"));
     let pcap_bytes = du(&root.join("pcap"));
