@@ -313,6 +313,9 @@ fn expected(
     v
 }
 
+/// A filter evaluated on an engine record.
+type Pred<'a> = Box<dyn Fn(&Value) -> bool + 'a>;
+
 #[test]
 fn filters_are_exact() {
     let Some(f) = fixture() else { return };
@@ -348,7 +351,7 @@ fn filters_are_exact() {
         .find(|r| r["ip_version"] == 6)
         .expect("an IPv6 flow");
     let v6_server = s(v6, "server_ip");
-    let cases: Vec<(String, Box<dyn Fn(&Value) -> bool>)> = vec![
+    let cases: Vec<(String, Pred)> = vec![
         ("proto=tcp".into(), Box::new(|r| s(r, "proto") == "tcp")),
         (
             "proto=udp,icmp".into(),

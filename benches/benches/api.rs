@@ -270,6 +270,9 @@ fn frame(rng: &mut Rng, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, len:
     f
 }
 
+/// Client address and port, server address and port, flow hash.
+type Endpoints = ([u8; 4], u16, [u8; 4], u16, u64);
+
 fn generate_pcap(root: &Path) {
     let t = Instant::now();
     let mut w = SegmentWriter::new(root, "bench", SegmentOptions::default()).expect("segments");
@@ -277,7 +280,7 @@ fn generate_pcap(root: &Path) {
     let target = target_record();
     let target_hash = FlowKey::of_record(&target).expect("key").hash64();
     // 20 000 background flows.
-    let flows: Vec<([u8; 4], u16, [u8; 4], u16, u64)> = (0..20_000u32)
+    let flows: Vec<Endpoints> = (0..20_000u32)
         .map(|i| {
             let r = FlowRecord {
                 proto: "tcp".into(),
