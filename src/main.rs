@@ -40,6 +40,8 @@ mod notify;
 mod settings;
 /// `tapvault storage-soak` (hidden): the crash test's writing process.
 mod soak;
+/// `tapvault serve`: the HTTP API over stored history.
+mod serve;
 
 /// mimalloc: per-thread heaps suit the pipeline, where records are built on shard threads and
 /// freed on the output thread (glibc's allocator spent a tenth of the CPU on that hand-off).
@@ -73,6 +75,9 @@ enum Cmd {
     /// AF_XDP/AF_PACKET, XDP modes, queues, RSS, memlock, disk space). Exits 1 when the
     /// configuration is invalid or the configured source cannot work here.
     Check(check::CheckArgs),
+    /// Serve the HTTP API (flows, pcap, insights, status) over a storage directory, without
+    /// capturing.
+    Serve(serve::ServeArgs),
     /// One end of the demo's traffic, run inside a namespace by `tapvault demo`.
     #[command(hide = true)]
     Traffic(lab::TrafficArgs),
@@ -661,6 +666,7 @@ fn main() -> ExitCode {
         Cmd::Blast(a) => lab::blast::run(a),
         Cmd::Rxbench(a) => lab::rxbench::run(a),
         Cmd::StorageSoak(a) => soak::soak(a),
+        Cmd::Serve(a) => serve::serve(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

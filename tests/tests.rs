@@ -23,3 +23,5 @@ mod live;
 mod storage;
 /// Live capture through XDP and AF_XDP on veth pairs between namespaces (root).
 mod xdp;
+/// The HTTP API over loopback against stores written by `analyze --store`, and schemathesis.
+mod api;

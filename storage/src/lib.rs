@@ -13,8 +13,8 @@ mod record;
 pub use record::{CloseReason, DnsRecord, FlowRecord, FlowState};
 pub mod parquet;
 pub use crate::parquet::{
-    Error, FlowParquetWriter, ReadStats, Result, WriterOptions, read_flows, read_flows_with_stats,
-    recover,
+    Error, FlowParquetWriter, FlowPredicate, ReadStats, Result, WriterOptions, read_flows,
+    read_flows_filtered, read_flows_with_stats, recover,
 };
 pub mod pcap;
 pub use crate::pcap::{PcapError, SegmentOptions, SegmentReader, SegmentWriter};

@@ -58,7 +58,9 @@ mod schema;
 pub(crate) mod wal;
 mod writer;
 
-pub use reader::{ReadStats, read_flows, read_flows_with_stats};
+pub use reader::{
+    FlowPredicate, PredicateFn, ReadStats, read_flows, read_flows_filtered, read_flows_with_stats,
+};
 pub use writer::{FlowParquetWriter, WriterOptions, recover};
 
 /// Key of the file-level metadata entry that carries [`FORMAT_VERSION`].
@@ -136,6 +138,10 @@ pub enum Error {
         /// The column.
         column: &'static str,
     },
+    /// A read stopped early because its caller asked it to (see
+    /// [`read_flows_filtered`]).
+    #[error("read interrupted")]
+    Interrupted,
     /// A column holds a value that no field value maps to (an unknown enum name).
     #[error("invalid value {value:?} in column `{column}` of `{}`", path.display())]
     InvalidValue {

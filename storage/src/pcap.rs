@@ -93,7 +93,7 @@ mod reader;
 mod writer;
 
 pub use format::{FrameInfo, SegmentIndex};
-pub use reader::{ReadStats, SegmentReader, read_packets};
+pub use reader::{ReadStats, SegmentReader, read_packets, segments_overlapping};
 pub use writer::{
     PublishedSegment, Recovered, SegmentOptions, SegmentWriter, recover, recover_segment,
 };

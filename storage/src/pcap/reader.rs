@@ -224,3 +224,52 @@ pub fn read_packets(
     stats.packets = records.len();
     Ok((out, stats))
 }
+
+/// The published segments (those with an index) that may hold packets of `[from_ns, to_ns]`,
+/// in directory order (hour, then start time, then name), pruned as [`read_packets`] prunes:
+/// hour directories that cannot hold the range are not listed and segments that start
+/// after it are skipped by their names. The counts of skipped segments and of segments
+/// without an index go to `stats`. For callers that extract frame by frame
+/// ([`SegmentReader::read_frame`]) under their own limits.
+pub fn segments_overlapping(
+    root: &Path,
+    from_ns: i64,
+    to_ns: i64,
+    stats: &mut ReadStats,
+) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let dir = pcap_dir(root);
+    if from_ns > to_ns || !dir.is_dir() {
+        return Ok(out);
+    }
+    let (from, to) = (i128::from(from_ns), i128::from(to_ns));
+    let hour = i128::from(HOUR_NS);
+    let usable =
+        |h: i128| h * hour <= to && (h + 1) * hour + i128::from(MAX_SEGMENT_SPAN_NS) > from;
+    for (date_path, day) in sorted_entries(&dir, parse_date_dir)
+        .map_err(PcapError::io("read directory", dir.as_path()))?
+    {
+        if !(0..24).any(|hh| usable(i128::from(day) * 24 + hh)) {
+            continue;
+        }
+        for (hour_path, hh) in sorted_entries(&date_path, parse_hour_dir)
+            .map_err(PcapError::io("read directory", date_path.as_path()))?
+        {
+            if !usable(i128::from(day) * 24 + i128::from(hh)) {
+                continue;
+            }
+            for (path, start) in sorted_entries(&hour_path, parse_segment_name)
+                .map_err(PcapError::io("read directory", hour_path.as_path()))?
+            {
+                if start > to_ns {
+                    stats.segments_skipped += 1;
+                } else if !index_path(&path).is_file() {
+                    stats.segments_without_index += 1;
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+    }
+    Ok(out)
+}

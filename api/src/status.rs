@@ -1,0 +1,573 @@
+//! Live health: the [`StatusSource`] trait the capture pipeline implements, the snapshot it
+//! returns, `GET /api/v1/status`, `GET /metrics` (Prometheus text), `/healthz`, `/readyz`.
+
+use std::{fmt::Write as _, path::PathBuf, sync::Arc};
+
+use axum::{
+    Json,
+    extract::{RawQuery, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use crate::{AppState, error::ApiError, params::Params};
+
+/// Supplies live capture health. The `tapvault` binary implements it over the live
+/// pipeline; [`NoCapture`] serves history only. Called once per status, metrics or readiness
+/// request, on a blocking thread: it may take locks or read counters, but should be quick.
+pub trait StatusSource: Send + Sync {
+    /// The current counters.
+    fn snapshot(&self) -> StatusSnapshot;
+}
+
+/// Everything `/api/v1/status` and `/metrics` report. Counters are totals since the
+/// capture started.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct StatusSnapshot {
+    /// `live` (a capture is attached) or `history` (serving stored data only).
+    pub mode: String,
+    /// A capture is attached and running.
+    pub capture_attached: bool,
+    /// The capture is ready (sockets bound, XDP attached, first poll done); `/readyz`
+    /// answers 503 while a live capture is not ready. Ignored when no capture is attached.
+    pub capture_ready: bool,
+    /// Why the capture is not ready, if it is not.
+    pub not_ready_reason: Option<String>,
+    /// Seconds since the capture (or the server) started.
+    pub uptime_seconds: f64,
+    /// Per NIC queue (AF_XDP socket).
+    pub queues: Vec<QueueStatus>,
+    /// Per flow shard.
+    pub shards: Vec<ShardStatus>,
+    /// The storage writers.
+    pub storage: StorageStatus,
+}
+
+impl StatusSnapshot {
+    /// An empty snapshot of the given mode.
+    pub fn new(mode: &str) -> StatusSnapshot {
+        StatusSnapshot {
+            mode: mode.to_owned(),
+            ..StatusSnapshot::default()
+        }
+    }
+}
+
+/// One receive queue (one AF_XDP socket or AF_PACKET ring).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct QueueStatus {
+    /// Interface name.
+    pub interface: String,
+    /// Queue id.
+    pub queue: u32,
+    /// Packets received.
+    pub packets: u64,
+    /// Bytes received (frame lengths).
+    pub bytes: u64,
+    /// Drops by stage.
+    pub drops: QueueDrops,
+    /// The XDP program's per-queue verdict counters.
+    pub xdp: XdpCounters,
+}
+
+/// A queue's drops, by the stage that dropped (`XDP_STATISTICS` and ours).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct QueueDrops {
+    /// `rx_dropped`: dropped by the kernel for other reasons.
+    pub kernel: u64,
+    /// `rx_ring_full`: the RX ring was full (user space too slow).
+    pub ring_full: u64,
+    /// `rx_fill_ring_empty_descs`: no free frame in the fill ring.
+    pub fill_ring_empty: u64,
+    /// `rx_invalid_descs`: invalid descriptors.
+    pub invalid_descs: u64,
+    /// Dropped after the socket because the hand-off to the shards was full.
+    pub handoff_full: u64,
+}
+
+/// The XDP program's verdicts on one queue.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct XdpCounters {
+    /// Redirected to the AF_XDP socket.
+    pub redirected: u64,
+    /// Passed to the kernel stack.
+    pub passed: u64,
+    /// Dropped by the program.
+    pub dropped: u64,
+    /// Aborted (program error).
+    pub aborted: u64,
+    /// Redirects that failed (no socket bound, ring full at redirect time).
+    pub redirect_errors: u64,
+}
+
+/// One flow shard.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct ShardStatus {
+    /// Shard index.
+    pub shard: u32,
+    /// Packet descriptors processed.
+    pub packets: u64,
+    /// Flows in the table now.
+    pub flows_active: u64,
+    /// The table's capacity.
+    pub flows_capacity: u64,
+    /// Flows evicted to make room.
+    pub evictions: u64,
+    /// Flows ended by a timeout.
+    pub timeouts: u64,
+    /// Descriptors dropped because this shard's input queue was full.
+    pub queue_drops: u64,
+}
+
+/// The storage writers.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct StorageStatus {
+    /// Bytes written to packet segments and flow files.
+    pub bytes_written: u64,
+    /// Packet segments published.
+    pub segments_written: u64,
+    /// Flow files published.
+    pub flow_files_written: u64,
+    /// Packets dropped by the storage writer (queue full, disk full, errors).
+    pub packets_dropped: u64,
+    /// How far the newest stored packet lags behind the newest captured one, seconds.
+    pub lag_seconds: Option<f64>,
+    /// Free bytes on the data directory's file system.
+    pub free_bytes: Option<u64>,
+    /// Writing is paused because the disk is full.
+    pub paused_disk_full: bool,
+    /// Write errors.
+    pub errors: u64,
+}
+
+/// A [`StatusSource`] for serving stored history without a capture.
+#[derive(Debug)]
+pub struct NoCapture {
+    started: std::time::Instant,
+}
+
+impl NoCapture {
+    /// A provider whose uptime counts from now.
+    pub fn new() -> NoCapture {
+        NoCapture {
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for NoCapture {
+    fn default() -> Self {
+        NoCapture::new()
+    }
+}
+
+impl StatusSource for NoCapture {
+    fn snapshot(&self) -> StatusSnapshot {
+        StatusSnapshot {
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            ..StatusSnapshot::new("history")
+        }
+    }
+}
+
+async fn snapshot(st: &Arc<AppState>) -> Result<StatusSnapshot, ApiError> {
+    let src = st.status.clone();
+    tokio::task::spawn_blocking(move || src.snapshot())
+        .await
+        .map_err(|e| ApiError::internal("status provider", e))
+}
+
+pub(crate) async fn status(
+    State(st): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
+    Ok(Json(snapshot(&st).await?).into_response())
+}
+
+pub(crate) async fn healthz(RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
+    Ok(Json(serde_json::json!({ "status": "ok" })).into_response())
+}
+
+fn storage_readable(dir: &PathBuf) -> Result<(), String> {
+    std::fs::read_dir(dir)
+        .map(|_| ())
+        .map_err(|e| format!("data directory `{}` is not readable: {e}", dir.display()))
+}
+
+pub(crate) async fn readyz(
+    State(st): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
+    let snap = snapshot(&st).await?;
+    let mut reasons = Vec::new();
+    if let Err(e) = storage_readable(&st.opts.data_dir) {
+        reasons.push(e);
+    }
+    if snap.capture_attached && !snap.capture_ready {
+        reasons.push(
+            snap.not_ready_reason
+                .clone()
+                .unwrap_or_else(|| "capture is not ready".into()),
+        );
+    }
+    let ready = reasons.is_empty();
+    let body = serde_json::json!({
+        "ready": ready,
+        "mode": snap.mode,
+        "capture_attached": snap.capture_attached,
+        "reasons": reasons,
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((code, Json(body)).into_response())
+}
+
+/// Prometheus label value escaping (backslash, quote, newline).
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, String)], v: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, val)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", esc(val));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {v}");
+    }
+
+    /// A family with one sample per item.
+    fn each<T>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        items: &[T],
+        labels: impl Fn(&T) -> Vec<(&'static str, String)>,
+        value: impl Fn(&T) -> f64,
+    ) {
+        self.head(name, kind, help);
+        for it in items {
+            self.sample(name, &labels(it), value(it));
+        }
+    }
+}
+
+/// The Prometheus text exposition (format 0.0.4) of a snapshot and the API's own counters.
+pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String {
+    let mut out = String::new();
+    let mut f = Family { out: &mut out };
+    f.head("tapvault_up", "gauge", "1 while the tapvault API answers.");
+    f.sample("tapvault_up", &[], 1.0);
+    f.head(
+        "tapvault_capture_attached",
+        "gauge",
+        "1 when a live capture is attached, 0 when serving history only.",
+    );
+    f.sample(
+        "tapvault_capture_attached",
+        &[],
+        f64::from(u8::from(s.capture_attached)),
+    );
+    f.head(
+        "tapvault_uptime_seconds",
+        "gauge",
+        "Seconds since the capture or server started.",
+    );
+    f.sample("tapvault_uptime_seconds", &[], s.uptime_seconds);
+    let q = |x: &QueueStatus| {
+        vec![
+            ("interface", x.interface.clone()),
+            ("queue", x.queue.to_string()),
+        ]
+    };
+    f.each(
+        "tapvault_queue_packets_total",
+        "counter",
+        "Packets received per queue.",
+        &s.queues,
+        q,
+        |x| x.packets as f64,
+    );
+    f.each(
+        "tapvault_queue_bytes_total",
+        "counter",
+        "Bytes received per queue.",
+        &s.queues,
+        q,
+        |x| x.bytes as f64,
+    );
+    f.head(
+        "tapvault_queue_drops_total",
+        "counter",
+        "Packets dropped per queue, by stage (kernel, ring_full, fill_ring_empty, invalid_descs, handoff_full).",
+    );
+    for x in &s.queues {
+        for (stage, v) in [
+            ("kernel", x.drops.kernel),
+            ("ring_full", x.drops.ring_full),
+            ("fill_ring_empty", x.drops.fill_ring_empty),
+            ("invalid_descs", x.drops.invalid_descs),
+            ("handoff_full", x.drops.handoff_full),
+        ] {
+            let mut l = q(x);
+            l.push(("stage", stage.to_owned()));
+            f.sample("tapvault_queue_drops_total", &l, v as f64);
+        }
+    }
+    f.head(
+        "tapvault_xdp_verdicts_total",
+        "counter",
+        "XDP program verdicts per queue (redirected, passed, dropped, aborted, redirect_error).",
+    );
+    for x in &s.queues {
+        for (verdict, v) in [
+            ("redirected", x.xdp.redirected),
+            ("passed", x.xdp.passed),
+            ("dropped", x.xdp.dropped),
+            ("aborted", x.xdp.aborted),
+            ("redirect_error", x.xdp.redirect_errors),
+        ] {
+            let mut l = q(x);
+            l.push(("verdict", verdict.to_owned()));
+            f.sample("tapvault_xdp_verdicts_total", &l, v as f64);
+        }
+    }
+    let sh = |x: &ShardStatus| vec![("shard", x.shard.to_string())];
+    f.each(
+        "tapvault_shard_packets_total",
+        "counter",
+        "Packet descriptors processed per flow shard.",
+        &s.shards,
+        sh,
+        |x| x.packets as f64,
+    );
+    f.each(
+        "tapvault_shard_flows_active",
+        "gauge",
+        "Flows in the shard's table.",
+        &s.shards,
+        sh,
+        |x| x.flows_active as f64,
+    );
+    f.each(
+        "tapvault_shard_flows_capacity",
+        "gauge",
+        "Capacity of the shard's flow table.",
+        &s.shards,
+        sh,
+        |x| x.flows_capacity as f64,
+    );
+    f.each(
+        "tapvault_shard_evictions_total",
+        "counter",
+        "Flows evicted to make room, per shard.",
+        &s.shards,
+        sh,
+        |x| x.evictions as f64,
+    );
+    f.each(
+        "tapvault_shard_timeouts_total",
+        "counter",
+        "Flows ended by a timeout, per shard.",
+        &s.shards,
+        sh,
+        |x| x.timeouts as f64,
+    );
+    f.each(
+        "tapvault_shard_queue_drops_total",
+        "counter",
+        "Descriptors dropped because the shard's queue was full.",
+        &s.shards,
+        sh,
+        |x| x.queue_drops as f64,
+    );
+    let st = &s.storage;
+    f.head(
+        "tapvault_storage_bytes_written_total",
+        "counter",
+        "Bytes written to segments and flow files.",
+    );
+    f.sample(
+        "tapvault_storage_bytes_written_total",
+        &[],
+        st.bytes_written as f64,
+    );
+    f.head(
+        "tapvault_storage_segments_written_total",
+        "counter",
+        "Packet segments published.",
+    );
+    f.sample(
+        "tapvault_storage_segments_written_total",
+        &[],
+        st.segments_written as f64,
+    );
+    f.head(
+        "tapvault_storage_flow_files_written_total",
+        "counter",
+        "Flow files published.",
+    );
+    f.sample(
+        "tapvault_storage_flow_files_written_total",
+        &[],
+        st.flow_files_written as f64,
+    );
+    f.head(
+        "tapvault_storage_packets_dropped_total",
+        "counter",
+        "Packets the storage writer dropped.",
+    );
+    f.sample(
+        "tapvault_storage_packets_dropped_total",
+        &[],
+        st.packets_dropped as f64,
+    );
+    f.head(
+        "tapvault_storage_errors_total",
+        "counter",
+        "Storage write errors.",
+    );
+    f.sample("tapvault_storage_errors_total", &[], st.errors as f64);
+    f.head(
+        "tapvault_storage_paused_disk_full",
+        "gauge",
+        "1 while writing is paused because the disk is full.",
+    );
+    f.sample(
+        "tapvault_storage_paused_disk_full",
+        &[],
+        f64::from(u8::from(st.paused_disk_full)),
+    );
+    if let Some(lag) = st.lag_seconds {
+        f.head(
+            "tapvault_storage_lag_seconds",
+            "gauge",
+            "Newest captured minus newest stored packet time.",
+        );
+        f.sample("tapvault_storage_lag_seconds", &[], lag);
+    }
+    if let Some(free) = st.free_bytes {
+        f.head(
+            "tapvault_storage_free_bytes",
+            "gauge",
+            "Free bytes on the data directory's file system.",
+        );
+        f.sample("tapvault_storage_free_bytes", &[], free as f64);
+    }
+    f.head(
+        "tapvault_api_requests_total",
+        "counter",
+        "API requests answered, by status code.",
+    );
+    for (code, n) in requests {
+        f.sample(
+            "tapvault_api_requests_total",
+            &[("code", code.to_string())],
+            *n as f64,
+        );
+    }
+    out
+}
+
+pub(crate) async fn metrics(
+    State(st): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    Params::parse(q.as_deref(), &[])?;
+    let snap = snapshot(&st).await?;
+    let body = prometheus(&snap, &st.request_counts());
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every family has HELP and TYPE before its samples, once, and sample lines parse.
+    #[test]
+    fn exposition_is_well_formed() {
+        let mut s = StatusSnapshot::new("live");
+        s.queues.push(QueueStatus {
+            interface: "eth\"0".into(),
+            queue: 3,
+            packets: 10,
+            ..QueueStatus::default()
+        });
+        s.shards.push(ShardStatus {
+            shard: 1,
+            flows_active: 5,
+            ..ShardStatus::default()
+        });
+        s.storage.lag_seconds = Some(0.5);
+        let text = prometheus(&s, &[(200, 4), (400, 1)]);
+        let mut typed = std::collections::HashMap::new();
+        let mut helped = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(r) = line.strip_prefix("# HELP ") {
+                assert!(
+                    helped.insert(r.split(' ').next().unwrap().to_owned()),
+                    "{line}"
+                );
+            } else if let Some(r) = line.strip_prefix("# TYPE ") {
+                let mut it = r.split(' ');
+                let name = it.next().unwrap().to_owned();
+                let kind = it.next().unwrap();
+                assert!(["counter", "gauge"].contains(&kind));
+                assert!(helped.contains(&name), "TYPE before HELP: {line}");
+                assert!(typed.insert(name.clone(), kind).is_none(), "{line}");
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "{name}");
+                }
+            } else {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(typed.contains_key(name), "sample before TYPE: {line}");
+                let v = line.rsplit(' ').next().unwrap();
+                assert!(v.parse::<f64>().is_ok(), "{line}");
+            }
+        }
+        assert!(
+            text.contains("tapvault_queue_packets_total{interface=\"eth\\\"0\",queue=\"3\"} 10")
+        );
+        assert!(text.contains("tapvault_shard_flows_active{shard=\"1\"} 5"));
+        assert!(text.contains("tapvault_api_requests_total{code=\"400\"} 1"));
+    }
+}
