@@ -6,14 +6,16 @@
 //! drains, flushes every flow and publishes what is open.
 
 use std::{
+    path::PathBuf,
     sync::{
-        Arc, OnceLock,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
+use tapvault_api::{ApiOptions, ApiServer, QueueStatus, ShardStatus, StatusSnapshot, StatusSource};
 use tapvault_config::{Config, FileSpeed, NoSocketAction, Queues, SourceKind, XdpMode, ZeroCopy};
 use tapvault_dataplane::live::{
     RxSource,
@@ -60,6 +62,8 @@ pub(crate) struct Settings {
     pub(crate) duration: Option<Duration>,
     /// Print a status line this often (0: never).
     pub(crate) status_every: Duration,
+    /// Serve the HTTP API (`[api]`) while capturing.
+    pub(crate) serve_api: bool,
 }
 
 /// RX queues of `iface` (in namespace `netns`, if given), from the kernel's link
@@ -384,12 +388,115 @@ fn status_line(stats: &LiveStats, elapsed: Duration) -> String {
     )
 }
 
+/// The API's view of a running capture.
+struct LiveStatus {
+    stats: Arc<LiveStats>,
+    names: Vec<String>,
+    interface: String,
+    store: StoreStatus,
+    xdp: Arc<Mutex<Option<XdpProgram>>>,
+    started: Instant,
+    data_dir: Option<PathBuf>,
+}
+
+impl StatusSource for LiveStatus {
+    fn snapshot(&self) -> StatusSnapshot {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut s = StatusSnapshot::new("live");
+        s.capture_attached = true;
+        s.capture_ready = true;
+        s.uptime_seconds = self.started.elapsed().as_secs_f64();
+        for (i, w) in self.stats.workers.iter().enumerate() {
+            let mut q = QueueStatus::default();
+            q.interface = self
+                .names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| self.interface.clone());
+            q.queue = i as u32;
+            q.packets = w.frames.load(Relaxed);
+            q.bytes = w.bytes.load(Relaxed);
+            q.drops.ring_full = w.kernel_ring_full.load(Relaxed);
+            q.drops.fill_ring_empty = w.kernel_fill_ring_empty.load(Relaxed);
+            q.drops.invalid_descs = w.kernel_invalid_descs.load(Relaxed);
+            q.drops.kernel = w.kernel_freezes.load(Relaxed);
+            q.drops.handoff_full = w.handoff_dropped.load(Relaxed);
+            s.queues.push(q);
+        }
+        for (i, sh) in self.stats.shards.iter().enumerate() {
+            let mut x = ShardStatus::default();
+            x.shard = i as u32;
+            x.packets = sh.packets.load(Relaxed);
+            x.flows_active = sh.active_flows.load(Relaxed);
+            x.flows_capacity = sh.capacity.load(Relaxed);
+            x.evictions = sh.evictions.load(Relaxed);
+            x.timeouts = sh.timeouts.load(Relaxed);
+            x.queue_drops = sh.reorder_forced.load(Relaxed);
+            s.shards.push(x);
+        }
+        let st = &mut s.storage;
+        let mut lag = 0i64;
+        for p in &self.store.packets {
+            let p = p.snapshot();
+            st.bytes_written += p.bytes_written;
+            st.segments_written += p.segments_published;
+            st.packets_dropped += p.spill_dropped_disk_full
+                + p.spill_dropped_io_error
+                + p.spill_dropped_bad_timestamp;
+            st.paused_disk_full |= p.paused.is_some();
+            st.errors += u64::from(p.last_error.is_some());
+            lag = lag.max(p.storage_lag_ns);
+        }
+        if let Some(f) = &self.store.flows {
+            let f = f.snapshot();
+            st.flow_files_written = f.files_published;
+            st.errors += f.dropped_buffer_full + f.records_unreadable;
+            st.paused_disk_full |= f.paused.is_some();
+        }
+        st.lag_seconds = Some(lag as f64 / 1e9);
+        st.free_bytes = self
+            .data_dir
+            .as_deref()
+            .and_then(tapvault_storage::store::free_bytes);
+        if let Some(c) = self
+            .xdp
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().and_then(|p| p.counters().ok()))
+        {
+            let mut x = tapvault_api::XdpCounters::default();
+            x.seen = c.seen;
+            x.redirected = c.redirected;
+            x.filtered = c.filtered;
+            x.no_socket = c.no_socket;
+            x.errors = c.errors;
+            x.truncated = c.truncated;
+            s.xdp = Some(x);
+        }
+        s
+    }
+}
+
+/// The API options from the configuration's `[api]` section.
+pub(crate) fn api_options(cfg: &Config) -> Result<ApiOptions> {
+    Ok(ApiOptions::new(&cfg.storage.data_dir)
+        .listen(cfg.api.listen)
+        .token(cfg.api_token().context("api.token_file")?)
+        .max_pcap_span(cfg.api.max_pcap_span.0)
+        .max_pcap_bytes(cfg.api.max_pcap_bytes.0)
+        .request_timeout(cfg.api.request_timeout.0)
+        .max_rows(usize::try_from(cfg.api.max_rows).unwrap_or(usize::MAX)))
+}
+
 /// A running capture.
 pub(crate) struct Capture {
     pipeline: Pipeline,
     names: Vec<String>,
-    /// The XDP program (AF_XDP source): detached when the capture stops.
-    xdp: Option<XdpProgram>,
+    /// The XDP program (AF_XDP source): detached when the capture stops; shared with the
+    /// status provider, which reads its counters.
+    xdp: Arc<Mutex<Option<XdpProgram>>>,
+    started: Instant,
+    interface: String,
     status: StoreStatus,
     maintenance: Option<MaintenanceHandle>,
 }
@@ -485,7 +592,9 @@ impl Capture {
         Ok(Capture {
             pipeline,
             names,
-            xdp,
+            xdp: Arc::new(Mutex::new(xdp)),
+            started: Instant::now(),
+            interface: s.config.capture.interface.clone(),
             status,
             maintenance,
         })
@@ -506,21 +615,25 @@ impl Capture {
         self.pipeline.workers_done()
     }
 
-    /// The stores' counters.
-    pub(crate) fn store_status(&self) -> &StoreStatus {
-        &self.status
-    }
-
-    /// The XDP program's counters (AF_XDP source).
-    pub(crate) fn xdp_counters(&self) -> Option<XdpCounters> {
-        self.xdp.as_ref().and_then(|p| p.counters().ok())
+    /// The live status the API serves.
+    pub(crate) fn status_source(&self, data_dir: Option<PathBuf>) -> Arc<dyn StatusSource> {
+        Arc::new(LiveStatus {
+            stats: self.pipeline.stats(),
+            names: self.names.clone(),
+            interface: self.interface.clone(),
+            store: self.status.clone(),
+            xdp: self.xdp.clone(),
+            started: self.started,
+            data_dir,
+        })
     }
 
     /// Stops intake, drains, flushes and publishes; detaches XDP first, so the interface
     /// carries its traffic to the kernel again at once.
-    pub(crate) fn stop(mut self) -> Result<(Report, Option<XdpCounters>)> {
+    pub(crate) fn stop(self) -> Result<(Report, Option<XdpCounters>)> {
         let mut counters = None;
-        if let Some(mut p) = self.xdp.take() {
+        let prog = self.xdp.lock().ok().and_then(|mut g| g.take());
+        if let Some(mut p) = prog {
             counters = p.counters().ok();
             if let Err(e) = p.detach() {
                 eprintln!("tapvault: detaching XDP: {e}");
@@ -542,6 +655,20 @@ pub(crate) fn run(s: &Settings) -> Result<(Report, Option<XdpCounters>)> {
     let stop = stop_flag();
     let cap = Capture::start(s, None)?;
     eprintln!("tapvault: capturing from {}", cap.names().join(", "));
+    let data_dir = (!s.config.storage.data_dir.as_os_str().is_empty())
+        .then(|| s.config.storage.data_dir.clone());
+    let api = if s.serve_api {
+        let server = ApiServer::start(api_options(&s.config)?, cap.status_source(data_dir))
+            .context("cannot start the API")?;
+        eprintln!("tapvault: API on http://{}/api/v1/", server.local_addr());
+        Some(server)
+    } else {
+        None
+    };
+    // systemd: ready once the sources are attached and the API listens.
+    let _ = crate::notify::ready();
+    let watchdog = crate::notify::watchdog_interval();
+    let mut last_watchdog = Instant::now();
     let stats = cap.stats();
     let t0 = Instant::now();
     let mut last_status = Instant::now();
@@ -556,11 +683,26 @@ pub(crate) fn run(s: &Settings) -> Result<(Report, Option<XdpCounters>)> {
         if cap.sources_done() {
             break;
         }
+        if let Some(w) = watchdog
+            && last_watchdog.elapsed() >= w
+        {
+            last_watchdog = Instant::now();
+            let _ = crate::notify::watchdog();
+        }
         if !s.status_every.is_zero() && last_status.elapsed() >= s.status_every {
             last_status = Instant::now();
-            eprintln!("{}", status_line(&stats, t0.elapsed()));
+            let line = status_line(&stats, t0.elapsed());
+            let _ = crate::notify::status(line.trim_start_matches("tapvault: "));
+            eprintln!("{line}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    cap.stop()
+    let _ = crate::notify::stopping();
+    let r = cap.stop();
+    if let Some(server) = api
+        && let Err(e) = server.shutdown()
+    {
+        eprintln!("tapvault: API: {e}");
+    }
+    r
 }

@@ -23,7 +23,7 @@ mod traffic;
 use std::{
     io::{self, BufWriter, Write},
     path::PathBuf,
-    sync::atomic::Ordering,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -63,6 +63,13 @@ pub(crate) struct DemoArgs {
     /// RX queues of the SPAN port (one AF_XDP socket or fanout member per queue).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=8))]
     queues: u64,
+    /// After the traffic, serve the HTTP API over the store for this many seconds (or until
+    /// Ctrl-C), and print example requests.
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    serve: u64,
+    /// Loopback port of the API (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    api_port: u16,
     /// Also compare tapvault's live records with `tapvault analyze` on tcpdump's capture of
     /// the same traffic (a second mirror port), and write the differences to
     /// `compare.json`; exits with an error when they differ.
@@ -217,10 +224,19 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         netns: Some(ns_tap.clone()),
         duration: None,
         status_every: Duration::ZERO,
+        serve_api: true,
     };
     let tee: crate::capture::Tee = Default::default();
     let capture = crate::capture::Capture::start(&settings, Some(tee.clone()))?;
     eprintln!("tapvault: capturing from {}", capture.names().join(", "));
+    // The API on an ephemeral loopback port, live while capturing, then over the store.
+    let api_opts = crate::capture::api_options(&settings.config)?
+        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], a.api_port)));
+    let live_api =
+        tapvault_api::ApiServer::start(api_opts.clone(), capture.status_source(Some(data.clone())))
+            .context("cannot start the API")?;
+    let api_addr = live_api.local_addr();
+    eprintln!("tapvault: API (live status) on http://{api_addr}/api/v1/status");
 
     // With one capture queue, the traffic runs on one CPU: veth hands frames across CPUs
     // through per-CPU backlogs, so frames sent from two CPUs can reach a mirror port out of
@@ -293,6 +309,7 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
     std::thread::sleep(Duration::from_millis(300));
     lab.stop(cap.idx);
     let (report, xdp) = capture.stop()?;
+    live_api.shutdown().context("API")?;
     drop(srv.stdin);
     let _ = lab.wait(srv.idx, Duration::from_secs(2), &stop);
     let left = lab.teardown();
@@ -384,6 +401,43 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
             "  open it in Wireshark, or: tapvault analyze {} --json",
             pcap.display()
         )?;
+    }
+    if a.serve > 0 {
+        let api = tapvault_api::ApiServer::start(
+            api_opts.listen(api_addr),
+            Arc::new(tapvault_api::NoCapture::new()),
+        )
+        .context("cannot serve the API over the store")?;
+        let base = format!("http://{}", api.local_addr());
+        let bulk = live
+            .iter()
+            .filter(|r| r.server_port == BULK_PORT)
+            .max_by_key(|r| r.payload_bytes_s2c);
+        writeln!(out)?;
+        writeln!(
+            out,
+            "API: {base}/api/v1/ (for {} s, or until Ctrl-C)",
+            a.serve
+        )?;
+        writeln!(out, "  curl -s '{base}/api/v1/insights?from=10m'")?;
+        writeln!(
+            out,
+            "  curl -s '{base}/api/v1/flows?from=10m&where=retransmissions%3E0&sort=retransmission_rate&order=desc'"
+        )?;
+        if let Some(r) = bulk {
+            writeln!(
+                out,
+                "  curl -s -o bulk.pcap '{base}/api/v1/pcap?flow_id={}'   # then: wireshark bulk.pcap",
+                r.flow_id
+            )?;
+        }
+        writeln!(out, "  curl -s '{base}/metrics'")?;
+        out.flush()?;
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(a.serve) && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        api.shutdown().context("API")?;
     }
     out.flush()?;
     if differences > 0 {

@@ -25,23 +25,15 @@ mod check;
 /// `tapvault demo` and its hidden `traffic` helper: real TCP in network namespaces.
 mod lab;
 /// Logging setup (tracing, text or JSON).
-#[expect(
-    dead_code,
-    reason = "used by `tapvault capture`, which the live pipeline adds"
-)]
 mod logging;
 /// systemd readiness and watchdog notifications.
-#[expect(
-    dead_code,
-    reason = "used by `tapvault capture`, which the live pipeline adds"
-)]
 mod notify;
+/// `tapvault serve`: the HTTP API over stored history.
+mod serve;
 /// `--config`, `--set` and the common configuration flags.
 mod settings;
 /// `tapvault storage-soak` (hidden): the crash test's writing process.
 mod soak;
-/// `tapvault serve`: the HTTP API over stored history.
-mod serve;
 
 /// mimalloc: per-thread heaps suit the pipeline, where records are built on shard threads and
 /// freed on the output thread (glibc's allocator spent a tenth of the CPU on that hand-off).
@@ -114,6 +106,9 @@ struct CaptureArgs {
     /// Write the final counters as JSON to this file.
     #[arg(long, value_name = "PATH")]
     report_json: Option<PathBuf>,
+    /// Do not serve the HTTP API.
+    #[arg(long)]
+    no_api: bool,
 }
 
 fn secs(name: &str, v: f64) -> Result<std::time::Duration> {
@@ -129,9 +124,11 @@ fn capture_cmd(mut a: CaptureArgs) -> Result<()> {
             .insert(1, format!("capture.file_path={}", f.display()));
     }
     let cfg = a.config.load()?;
+    logging::init(cfg.log.format, &cfg.log.level)?;
     let settings = capture::Settings {
         duration: a.duration.map(|d| secs("duration", d)).transpose()?,
         status_every: secs("status-every", a.status_every)?,
+        serve_api: !a.no_api,
         netns: a.netns.clone(),
         config: cfg,
     };

@@ -312,3 +312,155 @@ fn demo_capture_matches_tshark() {
     eprintln!("netns: total {:.1} s", t0.elapsed().as_secs_f64());
     drop(scratch);
 }
+
+/// A GET over loopback: status code and body.
+fn http_get(base: &str, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the API");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read the response");
+    let head_end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header");
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let mut body = buf[head_end + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let eol = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("chunk size");
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16)
+                .expect("hex chunk size");
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
+            rest = &rest[eol + 2 + n + 2..];
+        }
+        body = out;
+    }
+    (code, body)
+}
+
+/// The README's demo command (`bash scripts/demo.sh`, with the binary the tests built) from a
+/// clean state: it prints the flows, the hints and the API's address, and while it serves,
+/// the API answers: flows with the bulk download's retransmissions, insights, metrics, and
+/// the bulk flow's packets as a pcap that tshark reads.
+#[test]
+fn readme_demo_prints_and_serves() {
+    use std::io::BufRead;
+    if !is_root() && std::env::var_os("CI").is_none() {
+        eprintln!("SKIPPED: the demo needs root and CI is unset");
+        return;
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    assert!(
+        readme.contains("bash scripts/demo.sh"),
+        "README's demo command"
+    );
+    let scratch = scratch_dir("readme-demo");
+    let mut child = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
+        .args(["--seconds", "3", "--out"])
+        .arg(&scratch.0)
+        .env("TAPVAULT_DEMO_BIN", env!("CARGO_BIN_EXE_tapvault"))
+        .env("TAPVAULT_DEMO_SERVE", "60")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run scripts/demo.sh");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut printed = Vec::new();
+    let mut base = None;
+    let t0 = Instant::now();
+    for l in lines.by_ref() {
+        let l = l.expect("a line");
+        printed.push(l.clone());
+        if let Some(rest) = l.strip_prefix("API: ") {
+            base = rest.split("/api/v1/").next().map(str::to_owned);
+        }
+        if base.is_some() && l.contains("/metrics") {
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 120, "demo too slow");
+    }
+    let text = printed.join("\n");
+    let base = base.unwrap_or_else(|| panic!("no API line:\n{text}"));
+    for needle in [
+        "what to look at:",
+        "bulk download through the",
+        "slow reader",
+        "connect to a closed port",
+        "capture: {",
+    ] {
+        assert!(text.contains(needle), "`{needle}` missing:\n{text}");
+    }
+    let (code, body) = http_get(&base, "/healthz");
+    assert_eq!(code, 200);
+    drop(body);
+    let (code, body) = http_get(
+        &base,
+        "/api/v1/flows?from=1h&where=retransmissions%3E0&limit=50",
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).expect("flows JSON");
+    let flows = v["flows"].as_array().expect("flows array");
+    let bulk = flows
+        .iter()
+        .find(|f| f["server_port"].as_u64() == Some(BULK_PORT))
+        .unwrap_or_else(|| panic!("the bulk download has retransmissions: {v}"));
+    let (code, body) = http_get(&base, "/api/v1/insights?from=1h");
+    assert_eq!(code, 200);
+    let ins: Value = serde_json::from_slice(&body).expect("insights JSON");
+    assert!(ins["flows"].as_u64().unwrap() >= 10, "{ins}");
+    let (code, body) = http_get(&base, "/metrics");
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).contains("# TYPE"));
+    let id = bulk["flow_id"].as_str().unwrap();
+    let (code, pcap) = http_get(&base, &format!("/api/v1/pcap?flow_id={id}"));
+    assert_eq!(code, 200);
+    let file = scratch.0.join("bulk.pcap");
+    std::fs::write(&file, &pcap).unwrap();
+    let out = Command::new("tshark")
+        .args(["-r"])
+        .arg(&file)
+        .args(["-T", "fields", "-e", "frame.number"])
+        .output()
+        .expect("run tshark");
+    assert!(out.status.success(), "tshark cannot read the flow's pcap");
+    let frames = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
+    assert_eq!(
+        frames,
+        bulk["packets_c2s"].as_u64().unwrap() + bulk["packets_s2c"].as_u64().unwrap(),
+        "the flow's pcap holds exactly its packets"
+    );
+    // Ctrl-C ends the serving; the demo then exits cleanly.
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    for _ in lines {}
+    let st = child.wait().expect("demo exit");
+    assert!(st.success(), "demo exit status {st}");
+}

@@ -14,6 +14,8 @@ mod netns;
 
 /// The AF_PACKET source and `tapvault blast` on veth pairs in namespaces (root).
 mod afpacket;
+/// The HTTP API over loopback against stores written by `analyze --store`, and schemathesis.
+mod api;
 /// systemd unit, container recipe and Kubernetes manifests checked by their tools, and
 /// `tapvault check` on good and bad configurations.
 mod deploy;
@@ -23,5 +25,3 @@ mod live;
 mod storage;
 /// Live capture through XDP and AF_XDP on veth pairs between namespaces (root).
 mod xdp;
-/// The HTTP API over loopback against stores written by `analyze --store`, and schemathesis.
-mod api;

@@ -56,7 +56,6 @@ fn status_schema() -> Value {
     let q = obj(json!({
         "interface": {"type": "string"}, "queue": int, "packets": int, "bytes": int,
         "drops": obj(json!({"kernel": int, "ring_full": int, "fill_ring_empty": int, "invalid_descs": int, "handoff_full": int})),
-        "xdp": obj(json!({"redirected": int, "passed": int, "dropped": int, "aborted": int, "redirect_errors": int})),
     }));
     let sh = obj(json!({
         "shard": int, "packets": int, "flows_active": int, "flows_capacity": int,
@@ -77,6 +76,7 @@ fn status_schema() -> Value {
         "queues": {"type": "array", "items": q},
         "shards": {"type": "array", "items": sh},
         "storage": storage,
+        "xdp": {"type": "object", "nullable": true, "properties": {"seen": int, "redirected": int, "filtered": int, "no_socket": int, "errors": int, "truncated": int}},
     }))
 }
 

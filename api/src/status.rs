@@ -43,6 +43,8 @@ pub struct StatusSnapshot {
     pub shards: Vec<ShardStatus>,
     /// The storage writers.
     pub storage: StorageStatus,
+    /// The XDP program's counters, summed over CPUs (AF_XDP capture only).
+    pub xdp: Option<XdpCounters>,
 }
 
 impl StatusSnapshot {
@@ -69,8 +71,6 @@ pub struct QueueStatus {
     pub bytes: u64,
     /// Drops by stage.
     pub drops: QueueDrops,
-    /// The XDP program's per-queue verdict counters.
-    pub xdp: XdpCounters,
 }
 
 /// A queue's drops, by the stage that dropped (`XDP_STATISTICS` and ours).
@@ -89,20 +89,23 @@ pub struct QueueDrops {
     pub handoff_full: u64,
 }
 
-/// The XDP program's verdicts on one queue.
+/// The XDP program's outcomes, summed over CPUs. Every frame it sees has one:
+/// `seen = redirected + filtered + no_socket + errors`.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct XdpCounters {
-    /// Redirected to the AF_XDP socket.
+    /// Frames the program saw.
+    pub seen: u64,
+    /// Redirected to an AF_XDP socket.
     pub redirected: u64,
-    /// Passed to the kernel stack.
-    pub passed: u64,
-    /// Dropped by the program.
-    pub dropped: u64,
-    /// Aborted (program error).
-    pub aborted: u64,
-    /// Redirects that failed (no socket bound, ring full at redirect time).
-    pub redirect_errors: u64,
+    /// Not captured because of the capture filter (passed to the kernel).
+    pub filtered: u64,
+    /// Arrived on a queue without a socket (passed or dropped as configured).
+    pub no_socket: u64,
+    /// Program errors (no configuration).
+    pub errors: u64,
+    /// Truncated to the snap length (not terminal).
+    pub truncated: u64,
 }
 
 /// One flow shard.
@@ -346,22 +349,25 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
             f.sample("tapvault_queue_drops_total", &l, v as f64);
         }
     }
-    f.head(
-        "tapvault_xdp_verdicts_total",
-        "counter",
-        "XDP program verdicts per queue (redirected, passed, dropped, aborted, redirect_error).",
-    );
-    for x in &s.queues {
-        for (verdict, v) in [
-            ("redirected", x.xdp.redirected),
-            ("passed", x.xdp.passed),
-            ("dropped", x.xdp.dropped),
-            ("aborted", x.xdp.aborted),
-            ("redirect_error", x.xdp.redirect_errors),
+    if let Some(x) = &s.xdp {
+        f.head(
+            "tapvault_xdp_frames_total",
+            "counter",
+            "Frames the XDP program handled, by outcome (seen, redirected, filtered, no_socket, error, truncated).",
+        );
+        for (outcome, v) in [
+            ("seen", x.seen),
+            ("redirected", x.redirected),
+            ("filtered", x.filtered),
+            ("no_socket", x.no_socket),
+            ("error", x.errors),
+            ("truncated", x.truncated),
         ] {
-            let mut l = q(x);
-            l.push(("verdict", verdict.to_owned()));
-            f.sample("tapvault_xdp_verdicts_total", &l, v as f64);
+            f.sample(
+                "tapvault_xdp_frames_total",
+                &[("outcome", outcome.to_owned())],
+                v as f64,
+            );
         }
     }
     let sh = |x: &ShardStatus| vec![("shard", x.shard.to_string())];

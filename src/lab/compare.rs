@@ -185,12 +185,19 @@ mod tests {
         );
         b.retransmissions = 1;
         assert_eq!(
-            compare(std::slice::from_ref(&a), std::slice::from_ref(&b), false).differences.len(),
+            compare(std::slice::from_ref(&a), std::slice::from_ref(&b), false)
+                .differences
+                .len(),
             1
         );
         b.retransmissions = 0;
         b.first_seen_ns += 2_000_000;
-        assert_eq!(compare(std::slice::from_ref(&a), &[b], false).differences.len(), 1);
+        assert_eq!(
+            compare(std::slice::from_ref(&a), &[b], false)
+                .differences
+                .len(),
+            1
+        );
         let c = compare(&[a.clone(), rec(1001, 0)], &[a], false);
         assert_eq!(c.differences.len(), 1, "{:?}", c.differences);
     }
