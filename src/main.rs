@@ -34,6 +34,8 @@ mod serve;
 mod settings;
 /// `tapvault storage-soak` (hidden): the crash test's writing process.
 mod soak;
+/// `tapvault status`: a running tapvault's health, from its API.
+mod status;
 
 /// mimalloc: per-thread heaps suit the pipeline, where records are built on shard threads and
 /// freed on the output thread (glibc's allocator spent a tenth of the CPU on that hand-off).
@@ -70,6 +72,8 @@ enum Cmd {
     /// Serve the HTTP API (flows, pcap, insights, status) over a storage directory, without
     /// capturing.
     Serve(serve::ServeArgs),
+    /// Show a running tapvault's health (queues, drops, shards, storage) from its API.
+    Status(status::StatusArgs),
     /// One end of the demo's traffic, run inside a namespace by `tapvault demo`.
     #[command(hide = true)]
     Traffic(lab::TrafficArgs),
@@ -663,6 +667,7 @@ fn main() -> ExitCode {
         Cmd::Blast(a) => lab::blast::run(a),
         Cmd::Rxbench(a) => lab::rxbench::run(a),
         Cmd::StorageSoak(a) => soak::soak(a),
+        Cmd::Status(a) => status::status(a),
         Cmd::Serve(a) => serve::serve(a),
     };
     match res {

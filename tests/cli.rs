@@ -383,3 +383,68 @@ fn store_spills_packets_findable_by_flow() {
     assert_eq!(checked, flows.len());
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// `tapvault status` reads a running capture's health from its API: a capture file replayed
+/// at its recorded pace through the live pipeline, with the API on a loopback port.
+#[test]
+fn status_reads_a_running_capture() {
+    let Some(shared) = crate::util::shared_dir() else {
+        return;
+    };
+    let cap = shared.join("testdata/captures/retransmit-fast009.pcap");
+    let d = tmp();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tapvault"))
+        .args(["capture", "--file"])
+        .arg(&cap)
+        .args(["--set", "capture.file_speed=recorded", "--duration", "20"])
+        .args(["--listen", &listen, "--data-dir"])
+        .arg(d.join("store"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a capture");
+    // Wait for the API.
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "the capture's API never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (ok, out, err) = run(&[
+        OsStr::new("status"),
+        OsStr::new("--url"),
+        OsStr::new(&listen),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("live (capture ready)"), "{out}");
+    assert!(out.contains("queue 0 file:"), "{out}");
+    assert!(out.contains("shard 0:"), "{out}");
+    let (ok, out, _) = run(&[
+        OsStr::new("status"),
+        OsStr::new("--url"),
+        OsStr::new(&listen),
+        OsStr::new("--json"),
+    ]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("status JSON");
+    assert_eq!(v["mode"], "live");
+    assert!(v["queues"][0]["packets"].as_u64().unwrap() > 0, "{v}");
+    let _ = child.kill();
+    let _ = child.wait();
+    // Nothing listens any more: a clear error.
+    let (ok, _, err) = run(&[
+        OsStr::new("status"),
+        OsStr::new("--url"),
+        OsStr::new(&listen),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("cannot connect"), "{err}");
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -82,7 +82,13 @@ impl RxSource for FileSource {
         f: &mut dyn FnMut(&RxFrame<'_>),
     ) -> io::Result<usize> {
         let mut n = 0;
-        while n < FILE_BATCH {
+        // At the recorded pace, one frame per call: a batch would hold frames back (and
+        // the worker's counters) while the source waits for the next one's time.
+        let batch = match self.speed {
+            Speed::Max => FILE_BATCH,
+            Speed::Recorded => 1,
+        };
+        while n < batch {
             let frame = self
                 .cap
                 .next_frame()

@@ -1,0 +1,178 @@
+//! `tapvault status`: the live health of a running tapvault, read from its API
+//! (`GET /api/v1/status`) at the configured listen address, with the configured token.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+#[derive(clap::Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    config: crate::settings::ConfigArgs,
+    /// Ask this address instead of `api.listen` (ADDR:PORT); the configuration is then not
+    /// read (give --token-file if the API wants a token).
+    #[arg(long, value_name = "ADDR:PORT")]
+    url: Option<SocketAddr>,
+    /// With --url: the file holding the bearer token.
+    #[arg(long, value_name = "FILE", requires = "url")]
+    token_file: Option<std::path::PathBuf>,
+    /// Print the status document as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One GET with an optional bearer token; the status code and body. Handles the chunked
+/// transfer coding.
+fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("cannot connect to tapvault's API at {addr} (is it running?)"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("malformed HTTP status line")?;
+    let mut body = buf[end + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let eol = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .context("malformed chunk")?;
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol])?.trim(), 16)?;
+            if n == 0 || rest.len() < eol + 2 + n {
+                break;
+            }
+            out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
+            rest = &rest[(eol + 4 + n).min(rest.len())..];
+        }
+        body = out;
+    }
+    Ok((code, body))
+}
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+pub(crate) fn status(a: StatusArgs) -> Result<()> {
+    let (addr, token) = match a.url {
+        Some(addr) => {
+            let token = match &a.token_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read `{}`", p.display()))?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            (addr, token)
+        }
+        None => {
+            let cfg = a.config.load()?;
+            (cfg.api.listen, cfg.api_token().context("api.token_file")?)
+        }
+    };
+    let (code, body) = get(addr, "/api/v1/status", token.as_deref())?;
+    match code {
+        200 => {}
+        401 => bail!("the API at {addr} wants a bearer token: set api.token or api.token_file"),
+        c => bail!(
+            "the API at {addr} answered {c}: {}",
+            String::from_utf8_lossy(&body)
+        ),
+    }
+    let v: Value = serde_json::from_slice(&body).context("the status is not JSON")?;
+    if a.json {
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "tapvault at {addr}: {} ({}), up {:.0} s",
+        v["mode"].as_str().unwrap_or("?"),
+        match (v["mode"].as_str(), v["capture_ready"].as_bool()) {
+            (Some("history"), _) => "no capture, stored history only",
+            (_, Some(true)) => "capture ready",
+            _ => "capture NOT ready",
+        },
+        v["uptime_seconds"].as_f64().unwrap_or(0.0)
+    );
+    for q in v["queues"].as_array().into_iter().flatten() {
+        let d = &q["drops"];
+        println!(
+            "  queue {} {}: {} packets, {} bytes; drops: ring full {}, fill ring empty {}, \
+             invalid {}, hand-off {}",
+            n(&q["queue"]),
+            q["interface"].as_str().unwrap_or(""),
+            n(&q["packets"]),
+            n(&q["bytes"]),
+            n(&d["ring_full"]),
+            n(&d["fill_ring_empty"]),
+            n(&d["invalid_descs"]),
+            n(&d["handoff_full"])
+        );
+    }
+    if let Some(x) = v["xdp"].as_object() {
+        let g = |k: &str| x.get(k).map_or(0, n);
+        println!(
+            "  xdp: seen {}, redirected {}, filtered {}, no socket {}, errors {}",
+            g("seen"),
+            g("redirected"),
+            g("filtered"),
+            g("no_socket"),
+            g("errors")
+        );
+    }
+    for s in v["shards"].as_array().into_iter().flatten() {
+        println!(
+            "  shard {}: {} packets, {}/{} flows, {} evictions, {} timeouts",
+            n(&s["shard"]),
+            n(&s["packets"]),
+            n(&s["flows_active"]),
+            n(&s["flows_capacity"]),
+            n(&s["evictions"]),
+            n(&s["timeouts"])
+        );
+    }
+    let st = &v["storage"];
+    println!(
+        "  storage: {} bytes written, {} segments, {} flow files, {} packets not stored, lag {} s, \
+         free {} bytes{}",
+        n(&st["bytes_written"]),
+        n(&st["segments_written"]),
+        n(&st["flow_files_written"]),
+        n(&st["packets_dropped"]),
+        st["lag_seconds"]
+            .as_f64()
+            .map_or("-".into(), |l| format!("{l:.1}")),
+        st["free_bytes"]
+            .as_u64()
+            .map_or("-".into(), |f| f.to_string()),
+        if st["paused_disk_full"] == true {
+            ", PAUSED: disk full"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
