@@ -2,9 +2,11 @@
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{Read, Seek, SeekFrom, Write},
+    io::{self, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
 };
+
+use zstd::zstd_safe::{self, CCtx, CParameter, InBuffer, OutBuffer, ResetDirective};
 
 use super::{
     MAX_SEGMENT_SPAN_NS, MAX_SNAP_LEN, PcapError, Result,
@@ -143,17 +145,25 @@ pub struct SegmentWriter {
     root: PathBuf,
     writer_id: String,
     options: SegmentOptions,
-    compressor: zstd::bulk::Compressor<'static>,
+    /// Streaming compressor of the open frame: every byte is compressed once, in blocks
+    /// flushed as the frame nears the end of its block (see [`frame_bound`]).
+    compressor: CCtx<'static>,
     segment: Option<OpenSegment>,
     next_seq: u64,
-    /// Uncompressed pcap bytes of the open frame.
-    frame: Vec<u8>,
+    /// Uncompressed pcap bytes of the open frame not yet given to the compressor.
+    pending: Vec<u8>,
+    /// Compressed bytes of the open frame produced so far (empty until its first flush).
+    out: Vec<u8>,
+    /// Uncompressed bytes of the open frame: compressed ones and `pending`.
+    frame_len: usize,
     frame_min: i64,
     frame_max: i64,
+    /// The packets of the open frame; when empty, no frame is open and `out` is empty.
     recs: Vec<Rec>,
-    /// Compressed/uncompressed size of the last frame, to end frames that would overflow
-    /// their block.
-    ratio: f64,
+    /// How many of `recs` are compressed into `out` (the rest are in `pending`).
+    done_recs: usize,
+    /// Uncompressed bytes compressed into `out`.
+    done_len: usize,
     /// Bytes written to segment files since the writer was made.
     bytes_written: u64,
     /// Scratch buffer for journal records.
@@ -177,10 +187,9 @@ struct OpenSegment {
     frames: Vec<FrameInfo>,
 }
 
-/// A pending packet of the open frame.
+/// A packet of the open frame.
+#[derive(Clone, Copy)]
 struct Rec {
-    /// End of its record in the frame buffer.
-    end: usize,
     ts: i64,
     flow: u64,
 }
@@ -201,6 +210,27 @@ const MIN_PAD: usize = 8;
 const MIN_TAIL: usize = 2048;
 /// An empty zstd frame (single segment, content size 0, one empty raw block).
 const EMPTY_FRAME: [u8; 9] = [0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x00, 0x01, 0x00, 0x00];
+/// The largest zstd frame header (`ZSTD_FRAMEHEADERSIZE_MAX`).
+const FRAME_HEADER_MAX: usize = 18;
+/// A zstd block header (`ZSTD_blockHeaderSize`).
+const BLOCK_HEADER: usize = 3;
+/// The largest zstd block (`ZSTD_BLOCKSIZE_MAX`).
+const BLOCK_MAX: usize = 128 << 10;
+/// A frame ends once less than this is left in its block after a flush (smaller blocks
+/// would cost more than the padding they save).
+const END_TAIL: usize = 512;
+
+/// The most bytes a frame can take if it ends after its `pending` uncompressed bytes are
+/// compressed, when `produced` compressed bytes of it are already out.
+///
+/// zstd stores a block that does not shrink raw, so a block never takes more than its input
+/// plus its 3-byte header (`ZSTD_compressBound` adds more only for a frame's header); a
+/// flush cuts the input into blocks of at most [`BLOCK_MAX`], and ending the frame after a
+/// flush adds an empty last block. The frame header comes with the first output.
+fn frame_bound(produced: usize, pending: usize) -> usize {
+    let header = if produced == 0 { FRAME_HEADER_MAX } else { 0 };
+    produced + header + pending + BLOCK_HEADER * (pending / BLOCK_MAX + 2)
+}
 
 /// Bytes from `offset` to the next block boundary (a full block at a boundary).
 fn block_remaining(offset: u64) -> usize {
@@ -225,6 +255,36 @@ fn pad(seg: &mut OpenSegment, len: usize) -> Result<()> {
     Ok(())
 }
 
+/// Compresses all of `input` into `out` (appended) with `directive` (`ZSTD_e_flush` or
+/// `ZSTD_e_end`), so that everything given to `cctx` so far is in `out`.
+fn compress(
+    cctx: &mut CCtx<'static>,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    directive: zstd_safe::zstd_sys::ZSTD_EndDirective,
+) -> Result<(), zstd_safe::ErrorCode> {
+    let mut input = InBuffer::around(input);
+    out.reserve(zstd_safe::compress_bound(input.src.len()) + FRAME_HEADER_MAX + BLOCK_HEADER);
+    loop {
+        let pos = out.len();
+        let left =
+            cctx.compress_stream2(&mut OutBuffer::around_pos(out, pos), &mut input, directive)?;
+        if left == 0 && input.pos() == input.src.len() {
+            return Ok(());
+        }
+        out.reserve(left.max(BLOCK_HEADER));
+    }
+}
+
+/// Turns a zstd error code into a [`PcapError::Io`].
+fn zstd_error(
+    op: &'static str,
+    path: &Path,
+) -> impl FnOnce(zstd_safe::ErrorCode) -> PcapError + use<> {
+    let io = PcapError::io(op, path.to_path_buf());
+    move |code| io(io::Error::other(zstd_safe::get_error_name(code)))
+}
+
 impl SegmentWriter {
     /// A writer under `root` (the store root; segments go to `root/pcap/...`).
     pub fn new(root: impl Into<PathBuf>, writer_id: &str, options: SegmentOptions) -> Result<Self> {
@@ -234,20 +294,32 @@ impl SegmentWriter {
             });
         }
         options.check()?;
-        let compressor = zstd::bulk::Compressor::new(options.zstd_level)
+        let root = root.into();
+        let mut compressor = CCtx::try_create().ok_or_else(|| {
+            PcapError::io("create a zstd compressor for", &root)(io::Error::other(
+                "zstd could not allocate a context",
+            ))
+        })?;
+        compressor
+            .set_parameter(CParameter::CompressionLevel(options.zstd_level))
             .map_err(|_| PcapError::InvalidOption("zstd_level out of range"))?;
+
         Ok(SegmentWriter {
-            root: root.into(),
+            root,
             writer_id: writer_id.to_owned(),
-            frame: Vec::with_capacity(options.frame_max_bytes.min(4 << 20) + 4096),
             options,
             compressor,
             segment: None,
             next_seq: 0,
+            // A frame never holds more than a block of pending bytes (see `make_room`).
+            pending: Vec::with_capacity(TSHARK_BLOCK + 4096),
+            out: Vec::with_capacity(TSHARK_BLOCK + 4096),
+            frame_len: 0,
             frame_min: i64::MAX,
             frame_max: i64::MIN,
             recs: Vec::new(),
-            ratio: 0.5,
+            done_recs: 0,
+            done_len: 0,
             bytes_written: 0,
             journal_buf: Vec::new(),
         })
@@ -288,21 +360,19 @@ impl SegmentWriter {
         let record_len = RECORD_HEADER_LEN + caplen;
         if !self.recs.is_empty() {
             let span = ts_ns.max(self.frame_max) - ts_ns.min(self.frame_min);
-            let seg = self.segment.as_ref().expect("opened above");
-            let room = block_remaining(seg.offset).saturating_sub(MIN_PAD) as f64;
-            if self.frame.len() + record_len > self.options.frame_max_bytes
+            if self.frame_len + record_len > self.options.frame_max_bytes
                 || span >= self.options.frame_max_span_ns
-                || (self.frame.len() + record_len) as f64 * self.ratio > room * 0.9
             {
                 self.end_frame()?;
             }
         }
-        push_record_header(&mut self.frame, ts_ns, caplen as u32, origlen);
-        self.frame.extend_from_slice(&data[..caplen]);
+        self.make_room(record_len)?;
+        push_record_header(&mut self.pending, ts_ns, caplen as u32, origlen);
+        self.pending.extend_from_slice(&data[..caplen]);
+        self.frame_len += record_len;
         self.frame_min = self.frame_min.min(ts_ns);
         self.frame_max = self.frame_max.max(ts_ns);
         self.recs.push(Rec {
-            end: self.frame.len(),
             ts: ts_ns,
             flow: flow_id,
         });
@@ -375,11 +445,22 @@ impl SegmentWriter {
     /// new segment. Returns the temporary segment's path and the packets written to it
     /// (pending ones included), for [`recover_segment`] to publish its complete frames.
     pub fn abandon_segment(&mut self) -> Option<(PathBuf, u64)> {
-        self.frame.clear();
+        self.clear_frame();
+        // Drops a frame the compressor may be in the middle of; cannot fail.
+        let _ = self.compressor.reset(ResetDirective::SessionOnly);
+        self.segment.take().map(|s| (s.tmp, s.packets))
+    }
+
+    /// Forgets the open frame (after it was written, or given up).
+    fn clear_frame(&mut self) {
+        self.pending.clear();
+        self.out.clear();
         self.recs.clear();
+        self.done_recs = 0;
+        self.done_len = 0;
+        self.frame_len = 0;
         self.frame_min = i64::MAX;
         self.frame_max = i64::MIN;
-        self.segment.take().map(|s| (s.tmp, s.packets))
     }
 
     fn open_segment(&mut self, ts_ns: i64) -> Result<()> {
@@ -413,9 +494,13 @@ impl SegmentWriter {
                 self.options.snap_len,
             ))
             .map_err(PcapError::io("write", &journal_path))?;
-        self.frame.clear();
-        self.frame
+        self.clear_frame();
+        self.compressor
+            .reset(ResetDirective::SessionOnly)
+            .map_err(zstd_error("reset the compressor for", &tmp))?;
+        self.pending
             .extend_from_slice(&pcap_header(self.options.link_type, self.options.snap_len));
+        self.frame_len = self.pending.len();
         self.segment = Some(OpenSegment {
             dir,
             tmp,
@@ -434,88 +519,148 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Compresses the pending packets into one or more frames (see [`TSHARK_BLOCK`]) and
-    /// records them.
-    fn end_frame(&mut self) -> Result<()> {
-        let Some(seg) = self.segment.as_mut() else {
-            return Ok(());
-        };
-        let n = self.recs.len();
-        let byte_start = |recs: &[Rec], i: usize| if i == 0 { 0 } else { recs[i - 1].end };
-        let mut start = 0;
-        let mut end = n;
-        while start < n {
-            let bytes = &self.frame[byte_start(&self.recs, start)..self.recs[end - 1].end];
-            let compressed = self
-                .compressor
-                .compress(bytes)
-                .map_err(PcapError::io("compress a frame of", &seg.tmp))?;
-            let c = compressed.len();
+    /// Makes sure a record of `record_len` bytes can join the open frame without the frame
+    /// crossing its block's boundary (see [`TSHARK_BLOCK`]) whatever its bytes compress to,
+    /// compressing every byte once.
+    ///
+    /// The record joins when the frame fits in its block even if nothing pending compresses
+    /// ([`frame_bound`]). Otherwise the pending bytes are given to the compressor in a flush
+    /// (a zstd block: the frame's compressed size is then known) and the record is checked
+    /// again; the frame ends when the record still does not fit or less than [`END_TAIL`]
+    /// bytes are left in the block, and the block is padded when a new frame cannot start in
+    /// it. As the block fills, flushes come sooner: a frame is a few large blocks then
+    /// smaller ones.
+    fn make_room(&mut self, record_len: usize) -> Result<()> {
+        loop {
+            let Some(seg) = self.segment.as_mut() else {
+                return Ok(());
+            };
             let rem = block_remaining(seg.offset);
-            if c == rem || c + MIN_PAD <= rem {
-                // Fits: journal it, then place it (a kill between the two leaves a journal
-                // entry whose frame is missing or short, which recovery detects; never a
-                // frame without its entry, whose flow ids would be unknown).
-                let recs = &self.recs[start..end];
-                let mut flows: Vec<u64> = recs.iter().map(|r| r.flow).collect();
-                flows.sort_unstable();
-                flows.dedup();
-                let packet_flows = recs
-                    .iter()
-                    .map(|r| flows.binary_search(&r.flow).expect("id is in the set") as u32)
-                    .collect();
-                let info = FrameInfo {
-                    offset: seg.offset,
-                    compressed_size: c as u32,
-                    decompressed_size: bytes.len() as u32,
-                    min_ts: recs.iter().map(|r| r.ts).min().unwrap_or(0),
-                    max_ts: recs.iter().map(|r| r.ts).max().unwrap_or(0),
-                    packets: recs.len() as u32,
-                    flows,
-                    packet_flows,
-                };
-                journal_record(&mut self.journal_buf, &info);
-                seg.journal
-                    .write_all(&self.journal_buf)
-                    .map_err(PcapError::io("write", &seg.journal_path))?;
-                write_at(seg, &compressed)?;
-                seg.entries.push((c as u32, bytes.len() as u32));
-                seg.frames.push(info);
-                self.ratio = (c as f64 / bytes.len().max(1) as f64).clamp(0.01, 1.1);
-                seg.offset += c as u64;
-                let left = block_remaining(seg.offset);
-                if left < MIN_TAIL && left != TSHARK_BLOCK {
-                    pad(seg, left)?;
-                }
-                start = end;
-                end = n;
-            } else if end - start > 1 && (rem == TSHARK_BLOCK || rem >= MIN_TAIL) {
-                // Too big for the space left in the block: fewer packets.
-                let share = (rem.saturating_sub(MIN_PAD) as f64 / c as f64 * 0.95).min(0.9);
-                let fewer = ((end - start) as f64 * share) as usize;
-                end = start + fewer.clamp(1, end - start - 1);
-            } else if rem != TSHARK_BLOCK {
-                // Not even one packet fits in what is left: start the next block.
-                pad(seg, rem)?;
-                end = n;
-            } else {
-                return Err(PcapError::corrupt(
-                    &seg.tmp,
-                    "a single packet does not fit in a block (snap length too large)",
-                ));
+            let room = rem.saturating_sub(MIN_PAD);
+            if frame_bound(self.out.len(), self.pending.len() + record_len) <= room {
+                return Ok(());
             }
+            if self.recs.is_empty() {
+                // No frame is open (at most the pcap header is pending).
+                if rem == TSHARK_BLOCK {
+                    return Err(PcapError::corrupt(
+                        &seg.tmp,
+                        "a single packet does not fit in a block (snap length too large)",
+                    ));
+                }
+                pad(seg, rem)?;
+                continue;
+            }
+            if self.done_recs < self.recs.len() {
+                self.compress_pending(false)?;
+                let tail = rem.saturating_sub(self.out.len() + BLOCK_HEADER);
+                if tail >= END_TAIL {
+                    continue;
+                }
+            }
+            self.end_frame()?;
         }
-        self.frame.clear();
-        self.recs.clear();
-        self.frame_min = i64::MAX;
-        self.frame_max = i64::MIN;
+    }
+
+    /// Gives the pending bytes to the compressor, flushing them (`end` false) or ending the
+    /// frame, and checks that the frame still fits in its block.
+    fn compress_pending(&mut self, end: bool) -> Result<()> {
+        let seg = self.segment.as_mut().expect("a frame is open");
+        let directive = if end {
+            zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_end
+        } else {
+            zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_flush
+        };
+        compress(
+            &mut self.compressor,
+            &self.pending,
+            &mut self.out,
+            directive,
+        )
+        .map_err(zstd_error("compress a frame of", &seg.tmp))?;
+        let c = self.out.len();
+        let rem = block_remaining(seg.offset);
+        let fits = if end {
+            c == rem || c + MIN_PAD <= rem
+        } else {
+            c + BLOCK_HEADER + MIN_PAD <= rem
+        };
+        if !fits {
+            // `make_room` keeps `frame_bound` within the block: this is a bug, but writing
+            // the frame would make the segment unreadable for tshark 4.0.
+            return Err(PcapError::corrupt(
+                &seg.tmp,
+                format!("a frame of {c} bytes does not fit in the {rem} bytes left in its block"),
+            ));
+        }
+        self.done_len += self.pending.len();
+        self.done_recs = self.recs.len();
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Ends the open frame, if any: compresses what is pending and writes the frame.
+    fn end_frame(&mut self) -> Result<()> {
+        if self.recs.is_empty() {
+            return Ok(());
+        }
+        self.compress_pending(true)?;
+        self.write_frame(self.recs.len(), self.done_len)
+    }
+
+    /// Journals and writes the frame in `out`, holding the first `packets` of `recs` in
+    /// `len` uncompressed bytes (then pads the block if too little of it is left for another
+    /// frame), and removes them from the open frame.
+    fn write_frame(&mut self, packets: usize, len: usize) -> Result<()> {
+        let seg = self.segment.as_mut().expect("a frame is open");
+        let c = self.out.len();
+        let recs = &self.recs[..packets];
+        // Journal it, then place it (a kill between the two leaves a journal entry whose
+        // frame is missing or short, which recovery detects; never a frame without its
+        // entry, whose flow ids would be unknown).
+        let mut flows: Vec<u64> = recs.iter().map(|r| r.flow).collect();
+        flows.sort_unstable();
+        flows.dedup();
+        let packet_flows = recs
+            .iter()
+            .map(|r| flows.binary_search(&r.flow).expect("id is in the set") as u32)
+            .collect();
+        let info = FrameInfo {
+            offset: seg.offset,
+            compressed_size: c as u32,
+            decompressed_size: len as u32,
+            min_ts: recs.iter().map(|r| r.ts).min().unwrap_or(0),
+            max_ts: recs.iter().map(|r| r.ts).max().unwrap_or(0),
+            packets: packets as u32,
+            flows,
+            packet_flows,
+        };
+        journal_record(&mut self.journal_buf, &info);
+        seg.journal
+            .write_all(&self.journal_buf)
+            .map_err(PcapError::io("write", &seg.journal_path))?;
+        write_at(seg, &self.out)?;
+        seg.entries.push((c as u32, len as u32));
+        seg.frames.push(info);
+        seg.offset += c as u64;
+        let left = block_remaining(seg.offset);
+        if left < MIN_TAIL && left != TSHARK_BLOCK {
+            pad(seg, left)?;
+        }
+        self.out.clear();
+        self.recs.drain(..packets);
+        self.done_recs = 0;
+        self.done_len = 0;
+        self.frame_len -= len;
+        self.frame_min = self.recs.iter().map(|r| r.ts).min().unwrap_or(i64::MAX);
+        self.frame_max = self.recs.iter().map(|r| r.ts).max().unwrap_or(i64::MIN);
         Ok(())
     }
 
     /// Ends the last frame, appends the seek table and publishes segment and index.
     fn finish_segment(&mut self) -> Result<Option<PublishedSegment>> {
         self.end_frame()?;
-        self.frame.clear();
+        self.clear_frame();
         let Some(mut seg) = self.segment.take() else {
             return Ok(None);
         };
