@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # live.sh: the live benchmark. The highest loss-free packet rate on a veth pair, for 64-byte and
 # 1500-byte frames, of each receiver:
-#   afpacket  the bare AF_PACKET TPACKET_V3 receive-and-drop loop (`tapvault rxbench`): the ceiling
-#   tcpdump   `tcpdump -w` to a tmpfs file, same traffic
-#   capture   tapvault capture with analysis and storage        (HOOK: trial_capture, not wired yet)
-#   xsk       the bare AF_XDP receive-and-drop loop              (HOOK: trial_xsk, not wired yet)
+#   afpacket          the bare AF_PACKET TPACKET_V3 receive-and-drop loop (`tapvault rxbench`):
+#                     the ceiling of the af_packet source
+#   xsk               the bare AF_XDP receive-and-drop loop (`tapvault rxbench --source xsk`, the
+#                     XDP program redirecting to one socket per RX queue): the ceiling of af_xdp
+#   tcpdump           `tcpdump -w` to a file under DATA_ROOT, same traffic
+#   capture-afpacket  `tapvault capture` with analysis and storage (pcap segments + flow
+#                     records under DATA_ROOT), capture.source = af_packet
+#   capture-xsk       the same with capture.source = af_xdp
 #
 # Root. Creates two network namespaces joined by one veth pair (names carry this script's pid),
 # removes them on every exit path. Traffic: `tapvault blast` (realistic TCP connections, both
@@ -24,24 +28,35 @@
 # Environment:
 #   TAPVAULT=PATH      binary to use (default: cargo build --release here)
 #   SIZES="64 1500"    frame sizes (Ethernet header included, FCS excluded)
-#   MODES="afpacket tcpdump"   receivers to measure (capture and xsk once wired)
+#   MODES="afpacket xsk tcpdump capture-afpacket capture-xsk"   receivers to measure
 #   STEP_SECONDS=3     sending time per trial
 #   STEPS=6            bisection steps after the unpaced trial
 #   FLOWS=64           concurrent TCP connections
 #   TX_CPU=0 RX_CPU=1  CPUs of sender and receiver
-#   BUFFER_MB=32       receive buffer of every receiver (rxbench ring, tcpdump -B)
+#   BUFFER_MB=32       receive buffer of the AF_PACKET receivers (rxbench ring, tcpdump -B,
+#                      capture.block_count of 1 MiB blocks)
+#   UMEM_FRAMES=4096   UMEM frames (4 KiB) per AF_XDP socket (rxbench xsk, capture.umem_frames)
+#   XDP_MODE=auto      XDP attach mode of the AF_XDP receivers (auto: driver mode on veth)
+#   CAPTURE_CPUS=$RX_CPU  CPUs of the whole `tapvault capture` process (taskset; its worker is
+#                      pinned to RX_CPU); RX_CPU alone gives it the one core every other receiver
+#                      gets
+#   DATA_ROOT=DIR      where tcpdump and capture write (default: a tmpfs directory under /dev/shm,
+#                      so the disk is not what is measured); removed after each trial
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 SIZES=${SIZES:-"64 1500"}
-MODES=${MODES:-"afpacket tcpdump"}
+MODES=${MODES:-"afpacket xsk tcpdump capture-afpacket capture-xsk"}
 STEP_SECONDS=${STEP_SECONDS:-3}
 STEPS=${STEPS:-6}
 FLOWS=${FLOWS:-64}
 TX_CPU=${TX_CPU:-0}
 RX_CPU=${RX_CPU:-1}
 BUFFER_MB=${BUFFER_MB:-32}
+UMEM_FRAMES=${UMEM_FRAMES:-4096}
+XDP_MODE=${XDP_MODE:-auto}
+CAPTURE_CPUS=${CAPTURE_CPUS:-$RX_CPU}
 
 [ "$(id -u)" = 0 ] || { echo "live.sh: needs root (namespaces, veth, packet sockets)" >&2; exit 1; }
 for t in ip tcpdump taskset jq; do
@@ -59,13 +74,15 @@ V_TX=tvl${TAG}t
 V_RX=tvl${TAG}r
 OUT=$ROOT/benches/results/live-$(date +%F-%H%M%S)
 SCRATCH=$(mktemp -d /dev/shm/tapvault-live.XXXXXX)
+DATA_ROOT=${DATA_ROOT:-$SCRATCH}
+mkdir -p "$DATA_ROOT"
 PIDS=()
 
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     ip netns del "$NS_TX" 2>/dev/null || true
     ip netns del "$NS_RX" 2>/dev/null || true
-    rm -rf "$SCRATCH"
+    rm -rf "$SCRATCH" "$DATA_ROOT/store" "$DATA_ROOT/td.pcap"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -86,7 +103,9 @@ mkdir -p "$OUT"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
     echo "tapvault: $TAPVAULT ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "tcpdump: $(tcpdump --version 2>&1 | head -1)"
-    echo "settings: SIZES='$SIZES' MODES='$MODES' STEP_SECONDS=$STEP_SECONDS STEPS=$STEPS FLOWS=$FLOWS TX_CPU=$TX_CPU RX_CPU=$RX_CPU BUFFER_MB=$BUFFER_MB"
+    echo "settings: SIZES='$SIZES' MODES='$MODES' STEP_SECONDS=$STEP_SECONDS STEPS=$STEPS FLOWS=$FLOWS TX_CPU=$TX_CPU RX_CPU=$RX_CPU BUFFER_MB=$BUFFER_MB UMEM_FRAMES=$UMEM_FRAMES XDP_MODE=$XDP_MODE CAPTURE_CPUS=$CAPTURE_CPUS"
+    echo "data root: $DATA_ROOT ($(stat -f -c %T "$DATA_ROOT"))"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/env.txt"
 printf 'mode\tframe\ttarget_pps\tsent\treceived\tkernel_drops\tachieved_pps\tloss_free\n' > "$OUT/trials.tsv"
 
@@ -107,29 +126,44 @@ wait_for() {
     return 1
 }
 
-# Every trial_MODE SIZE PPS prints "sent received kernel_drops achieved_pps".
+# Every trial_MODE SIZE PPS prints "sent received drops achieved_pps".
 
-trial_afpacket() {
-    local err=$SCRATCH/rx.err out=$SCRATCH/rx.json
-    ip netns exec "$NS_RX" "$TAPVAULT" rxbench --source afpacket --iface "$V_RX" \
-        --duration $((STEP_SECONDS + 20)) --idle 1 --cpus "$RX_CPU" \
-        --block-size $((1 << 20)) --block-count "$BUFFER_MB" > "$out" 2> "$err" &
+# rxbench_trial SOURCE SIZE PPS [ARGS...]: the bare receive-and-drop loop on SOURCE.
+rxbench_trial() {
+    local src=$1 size=$2 pps=$3 err=$SCRATCH/rx.err out=$SCRATCH/rx.json
+    shift 3
+    ip netns exec "$NS_RX" "$TAPVAULT" rxbench --source "$src" --iface "$V_RX" \
+        --duration $((STEP_SECONDS + 20)) --idle 1 --cpus "$RX_CPU" "$@" > "$out" 2> "$err" &
     local rx=$!
     PIDS+=("$rx")
-    wait_for "$err" "rxbench: ready"
+    wait_for "$err" "rxbench: ready" || return 2
+    grep -q "^rxbench: ready" "$SCRATCH/seen.$src" 2>/dev/null || grep "rxbench: ready" "$err" | tee "$SCRATCH/seen.$src" >&2
     local b
-    b=$(blast "$1" "$2")
+    b=$(blast "$size" "$pps")
     wait "$rx"
     jq -r --argjson b "$b" '"\($b.packets) \(.received) \(.kernel_drops) \($b.pps)"' "$out"
+}
+
+# The ceiling on AF_PACKET: TPACKET_V3, BUFFER_MB blocks of 1 MiB.
+trial_afpacket() {
+    rxbench_trial afpacket "$1" "$2" --block-size $((1 << 20)) --block-count "$BUFFER_MB"
+}
+
+# The ceiling on AF_XDP: the XDP program (XDP_MODE) redirecting to one socket per RX queue
+# (copy mode on veth), UMEM_FRAMES frames of 4 KiB each, rings of 4096. Queue 0 only: a veth
+# has one real RX queue unless created with numrxqueues (its num_rx_queues shows the maximum),
+# and the sender's frames arrive on it.
+trial_xsk() {
+    rxbench_trial xsk "$1" "$2" --umem-frames "$UMEM_FRAMES" --xdp-mode "$XDP_MODE" --queues 0
 }
 
 trial_tcpdump() {
     local err=$SCRATCH/td.err
     ip netns exec "$NS_RX" taskset -c "$RX_CPU" tcpdump -n -i "$V_RX" -B $((BUFFER_MB * 1024)) \
-        -w "$SCRATCH/td.pcap" 2> "$err" &
+        -w "$DATA_ROOT/td.pcap" 2> "$err" &
     local td=$!
     PIDS+=("$td")
-    wait_for "$err" "listening on"
+    wait_for "$err" "listening on" || return 2
     local b
     b=$(blast "$1" "$2")
     # libpcap hands over a partly filled block after its 1 s timeout.
@@ -139,32 +173,71 @@ trial_tcpdump() {
     local captured dropped
     captured=$(sed -n 's/^\([0-9]*\) packets\{0,1\} captured.*/\1/p' "$err")
     dropped=$(sed -n 's/^\([0-9]*\) packets\{0,1\} dropped by kernel.*/\1/p' "$err")
-    rm -f "$SCRATCH/td.pcap"
+    rm -f "$DATA_ROOT/td.pcap"
     echo "$(jq -r .packets <<< "$b") ${captured:-0} ${dropped:-0} $(jq -r .pps <<< "$b")"
 }
 
-# HOOK (c): tapvault capture with analysis and storage on, on $V_RX in $NS_RX, pinned like the
-# others. To wire: start the capture in the background (storage under $SCRATCH), wait until it
-# is ready, blast "$1" "$2", stop it (SIGINT: drain and flush), and print
-# "sent received kernel_drops achieved_pps" from its counters (received = frames through the
-# pipeline; kernel_drops = every drop counter: kernel ring, worker-to-shard queues, storage).
-trial_capture() {
-    echo "live.sh: mode 'capture' is not wired yet (see the HOOK comment)" >&2
-    return 2
+# capture_trial SOURCE SIZE PPS: `tapvault capture` with analysis and storage (pcap segments
+# and flow records under DATA_ROOT) on SOURCE (af_packet or af_xdp), the whole process on
+# CAPTURE_CPUS (taskset; its worker pinned to RX_CPU), no API. Ready once it prints
+# "capturing from"; stopped by SIGINT (drain, flush, close the stores), then its report:
+# received = frames through the pipeline; drops = every drop counter it has (kernel ring,
+# fill ring, invalid descriptors, XDP no-socket and errors, worker-to-shard hand-off, storage).
+# Also records the process's CPU time (utime + stime) in $SCRATCH/cpu.tsv.
+capture_trial() {
+    local src=$1 size=$2 pps=$3 err=$SCRATCH/cap.err rep=$SCRATCH/cap.json dir=$DATA_ROOT/store
+    rm -rf "$dir" "$rep"
+    local per_source
+    if [ "$src" = af_xdp ]; then
+        per_source=(--set capture.queues=0 --set capture.umem_frames="$UMEM_FRAMES"
+            --set capture.xdp_mode="$XDP_MODE")
+    else
+        per_source=(--set capture.workers=1 --set capture.block_count="$BUFFER_MB")
+    fi
+    taskset -c "$CAPTURE_CPUS" "$TAPVAULT" capture --netns "$NS_RX" --no-api --status-every 0 \
+        --duration $((STEP_SECONDS + 60)) --data-dir "$dir" --report-json "$rep" --log-level warn \
+        --set capture.source="$src" --set capture.interface="$V_RX" \
+        --set capture.cpus="$RX_CPU" "${per_source[@]}" 2> "$err" &
+    local cap=$!
+    PIDS+=("$cap")
+    wait_for "$err" "capturing from" || return 2
+    local t0 b t1
+    t0=$(cpu_ticks "$cap")
+    b=$(blast "$size" "$pps")
+    sleep 1.5
+    t1=$(cpu_ticks "$cap")
+    kill -INT "$cap"
+    if ! wait "$cap"; then
+        echo "live.sh: tapvault capture failed:" >&2
+        cat "$err" >&2
+        return 2
+    fi
+    local sent
+    sent=$(jq -r .packets <<< "$b")
+    printf '%s\t%s\t%s\t%s\t%s\n' "capture-${src/_/}" "$size" "$sent" "$((t1 - t0))" "$(getconf CLK_TCK)" >> "$SCRATCH/cpu.tsv"
+    rm -rf "$dir"
+    cp "$rep" "$OUT/capture-${src/_/}-$size-$pps.json"
+    jq -r --argjson b "$b" '
+        (.kernel_ring_full + .kernel_fill_ring_empty + .kernel_invalid_descs + .handoff_dropped
+         + .source_errors
+         + (if .xdp then .xdp.no_socket + .xdp.errors else 0 end)
+         + (if .storage then .storage.packets_dropped + .storage.records_dropped else 0 end)) as $d
+        | "\($b.packets) \(.frames) \($d) \($b.pps)"' "$rep"
 }
 
-# HOOK (d): the bare AF_XDP loop: `tapvault rxbench --source xsk ...` once rxbench has the xsk
-# source kind (an XDP program must be attached to $V_RX; copy mode on veth). Then this is
-# trial_afpacket with --source xsk.
-trial_xsk() {
-    echo "live.sh: mode 'xsk' is not wired yet (see the HOOK comment)" >&2
-    return 2
+# cpu_ticks PID: user + system CPU time of PID so far, in clock ticks.
+cpu_ticks() {
+    # Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends the command name.
+    sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
+
+trial_capture_afpacket() { capture_trial af_packet "$@"; }
+trial_capture_xsk() { capture_trial af_xdp "$@"; }
 
 # trial MODE SIZE PPS: runs one trial, records it; prints "achieved_pps loss_free".
 trial() {
     local r sent recv drops pps ok
-    r=$("trial_$1" "$2" "$3") || return 2
+    r=$("trial_${1//-/_}" "$2" "$3") || return 2
     read -r sent recv drops pps <<< "$r"
     ok=0
     if [ "$recv" -ge "$sent" ] && [ "$drops" -eq 0 ]; then ok=1; fi
@@ -228,6 +301,23 @@ done
     done
     echo
     echo "'>=N': loss-free even unpaced, so the sender was the limit. Trials: trials.tsv."
+    echo
+    if [ -s "$SCRATCH/cpu.tsv" ]; then
+        mhz=$(awk -F: '/^cpu MHz/ {print $2; exit}' /proc/cpuinfo | tr -d ' ')
+        echo "CPU time of \`tapvault capture\` per frame sent (all its threads; the trial with the most"
+        echo "frames per mode and size; cycles at ${mhz} MHz from /proc/cpuinfo):"
+        echo
+        echo "| receiver | frame | frames | CPU s | ns/frame | cycles/frame |"
+        echo "|---|---:|---:|---:|---:|---:|"
+        sort -t$'\t' -k1,1 -k2,2n -k3,3nr "$SCRATCH/cpu.tsv" | awk -F'\t' -v mhz="$mhz" '
+            !seen[$1 FS $2]++ && $3 > 0 {
+                s = $4 / $5
+                printf "| %s | %s B | %d | %.2f | %.0f | %.0f |\n", $1, $2, $3, s, s * 1e9 / $3, s * mhz * 1e6 / $3
+            }'
+        echo
+    fi
+    echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/summary.md"
+cp "$SCRATCH/cpu.tsv" "$OUT/cpu.tsv" 2>/dev/null || true
 cat "$OUT/summary.md"
 echo "results: $OUT" >&2

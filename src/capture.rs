@@ -68,7 +68,7 @@ pub(crate) struct Settings {
 
 /// RX queues of `iface` (in namespace `netns`, if given), from the kernel's link
 /// attributes (`ip -d link`: sysfs shows the namespace it was mounted in, not the thread's).
-fn rx_queues(iface: &str, netns: Option<&str>) -> Result<usize> {
+pub(crate) fn rx_queues(iface: &str, netns: Option<&str>) -> Result<usize> {
     let mut cmd = std::process::Command::new("ip");
     if let Some(ns) = netns {
         cmd.args(["-n", ns]);
@@ -194,8 +194,44 @@ fn open_xdp(s: &Settings) -> Result<(XdpProgram, Vec<Box<dyn RxSource>>)> {
     Ok((prog, sources))
 }
 
+/// What storage wrote and dropped over a whole capture (summed over every packet store).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StorageTotals {
+    /// Packets the packet stores accepted.
+    pub(crate) packets_written: u64,
+    /// Packets they dropped: disk full, I/O error, bad timestamp.
+    pub(crate) packets_dropped: u64,
+    /// Flow records the flow store accepted.
+    pub(crate) records_accepted: u64,
+    /// Flow records it dropped (buffer full while paused).
+    pub(crate) records_dropped: u64,
+}
+
+impl StorageTotals {
+    fn of(s: &StoreStatus) -> StorageTotals {
+        let mut t = StorageTotals::default();
+        for p in &s.packets {
+            let p = p.snapshot();
+            t.packets_written += p.packets_written;
+            t.packets_dropped += p.spill_dropped_disk_full
+                + p.spill_dropped_io_error
+                + p.spill_dropped_bad_timestamp;
+        }
+        if let Some(f) = &s.flows {
+            let f = f.snapshot();
+            t.records_accepted = f.records_accepted;
+            t.records_dropped = f.dropped_buffer_full;
+        }
+        t
+    }
+}
+
 /// The final counters as one JSON object.
-pub(crate) fn report_json(r: &Report, xdp: Option<&XdpCounters>) -> serde_json::Value {
+pub(crate) fn report_json(
+    r: &Report,
+    xdp: Option<&XdpCounters>,
+    storage: Option<&StorageTotals>,
+) -> serde_json::Value {
     let malformed: u64 = r.malformed.iter().sum();
     let xdp = xdp.map(|x| {
         serde_json::json!({
@@ -225,6 +261,12 @@ pub(crate) fn report_json(r: &Report, xdp: Option<&XdpCounters>) -> serde_json::
         "flows_created": r.flows.flows_created,
         "records": r.flows.records,
         "evictions": r.flows.evictions,
+        "storage": storage.map(|t| serde_json::json!({
+            "packets_written": t.packets_written,
+            "packets_dropped": t.packets_dropped,
+            "records_accepted": t.records_accepted,
+            "records_dropped": t.records_dropped,
+        })),
     })
 }
 
@@ -488,6 +530,9 @@ pub(crate) fn api_options(cfg: &Config) -> Result<ApiOptions> {
         .max_rows(usize::try_from(cfg.api.max_rows).unwrap_or(usize::MAX)))
 }
 
+/// A stopped capture's report, XDP counters (AF_XDP) and storage totals (with storage).
+pub(crate) type Stopped = (Report, Option<XdpCounters>, Option<StorageTotals>);
+
 /// A running capture.
 pub(crate) struct Capture {
     pipeline: Pipeline,
@@ -630,7 +675,7 @@ impl Capture {
 
     /// Stops intake, drains, flushes and publishes; detaches XDP first, so the interface
     /// carries its traffic to the kernel again at once.
-    pub(crate) fn stop(self) -> Result<(Report, Option<XdpCounters>)> {
+    pub(crate) fn stop(self) -> Result<Stopped> {
         let mut counters = None;
         let prog = self.xdp.lock().ok().and_then(|mut g| g.take());
         if let Some(mut p) = prog {
@@ -646,12 +691,15 @@ impl Capture {
         if report.source_errors > 0 && report.frames == 0 {
             bail!("every receive failed ({} errors)", report.source_errors);
         }
-        Ok((report, counters))
+        // The stores are closed (flushed) once the pipeline has stopped.
+        let storage = (!self.status.packets.is_empty() || self.status.flows.is_some())
+            .then(|| StorageTotals::of(&self.status));
+        Ok((report, counters, storage))
     }
 }
 
 /// Runs a capture until stopped (signal, duration, or the end of a file source).
-pub(crate) fn run(s: &Settings) -> Result<(Report, Option<XdpCounters>)> {
+pub(crate) fn run(s: &Settings) -> Result<Stopped> {
     let stop = stop_flag();
     let cap = Capture::start(s, None)?;
     eprintln!("tapvault: capturing from {}", cap.names().join(", "));

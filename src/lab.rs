@@ -308,7 +308,7 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
     // Let the last ACKs of the closes reach both captures before stopping them.
     std::thread::sleep(Duration::from_millis(300));
     lab.stop(cap.idx);
-    let (report, xdp) = capture.stop()?;
+    let (report, xdp, storage) = capture.stop()?;
     live_api.shutdown().context("API")?;
     drop(srv.stdin);
     let _ = lab.wait(srv.idx, Duration::from_secs(2), &stop);
@@ -330,7 +330,7 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
     writeln!(
         out,
         "capture: {}",
-        crate::capture::report_json(&report, xdp.as_ref())
+        crate::capture::report_json(&report, xdp.as_ref(), storage.as_ref())
     )?;
     writeln!(out)?;
     let scenarios: Vec<serde_json::Value> = cli

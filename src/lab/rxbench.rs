@@ -3,7 +3,9 @@
 //! anything, and prints received frames and the kernel's drop counters as one JSON line.
 //!
 //! The loop ([`receive_and_drop`]) takes any [`RxSource`]s, so another source kind needs only
-//! a [`SourceKind`] variant and a branch in [`open_sources`].
+//! a [`SourceKind`] variant and a branch in [`open_sources`]. The AF_XDP kind also loads and
+//! attaches the XDP program (redirect to one socket per RX queue, nothing else configured);
+//! [`Opened`] keeps it alive for the run and [`run`] detaches it at the end.
 
 use std::{
     sync::{
@@ -18,6 +20,9 @@ use anyhow::{Context, Result, bail};
 use tapvault_dataplane::live::{
     RxSource, SourceStats,
     afpacket::{AfPacketOptions, AfPacketSource, Fanout, FanoutMode, netns_path},
+    sys::NetnsGuard,
+    xdp::{AttachMode, XdpCounters, XdpOptions, XdpProgram},
+    xsk::{BindMode, XskOptions, XskSocket},
 };
 
 /// Which kind of live source to measure.
@@ -25,6 +30,30 @@ use tapvault_dataplane::live::{
 pub(crate) enum SourceKind {
     /// AF_PACKET TPACKET_V3 rings, one per socket of a fanout group.
     Afpacket,
+    /// AF_XDP: the XDP program redirects every frame to one socket per RX queue.
+    Xsk,
+}
+
+/// XDP attach mode of the `xsk` source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum XdpModeArg {
+    /// Driver mode, else generic.
+    Auto,
+    /// Native (driver) XDP only.
+    Driver,
+    /// Generic XDP (`xdpgeneric`).
+    Skb,
+}
+
+/// AF_XDP bind mode of the `xsk` source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BindArg {
+    /// Zero-copy, else copy mode.
+    Auto,
+    /// Zero-copy only.
+    ZeroCopy,
+    /// Copy mode only.
+    Copy,
 }
 
 /// Arguments of `tapvault rxbench`.
@@ -57,9 +86,27 @@ pub(crate) struct RxBenchArgs {
     /// Pin the worker of socket i to CPU `cpus[i % len]` (comma-separated).
     #[arg(long, value_delimiter = ',')]
     cpus: Vec<usize>,
-    /// Promiscuous mode while running.
+    /// Promiscuous mode while running (AF_PACKET).
     #[arg(long)]
     promisc: bool,
+    /// RX queues to open an AF_XDP socket on (comma-separated); default: every RX queue.
+    #[arg(long, value_delimiter = ',')]
+    queues: Vec<u32>,
+    /// UMEM frames per AF_XDP socket (at least `--ring-size`).
+    #[arg(long, default_value_t = 4096)]
+    umem_frames: u32,
+    /// Bytes per UMEM frame: 2048 or 4096.
+    #[arg(long, default_value_t = 4096)]
+    frame_size: u32,
+    /// Entries of the fill and RX rings of each AF_XDP socket (a power of two).
+    #[arg(long, default_value_t = 4096)]
+    ring_size: u32,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    xdp_mode: XdpModeArg,
+    /// AF_XDP bind mode.
+    #[arg(long, value_enum, default_value_t = BindArg::Auto)]
+    bind: BindArg,
 }
 
 /// What one source delivered.
@@ -81,10 +128,76 @@ pub(crate) struct RxReport {
     pub(crate) wall: Duration,
 }
 
+/// The open sources, and the XDP program that feeds them (AF_XDP): it must outlive them.
+pub(crate) struct Opened {
+    pub(crate) sources: Vec<Box<dyn RxSource>>,
+    pub(crate) xdp: Option<XdpProgram>,
+    /// How the sources are attached, for the ready line.
+    pub(crate) detail: String,
+}
+
+/// The XDP program and one AF_XDP socket per queue, registered, then attached (in `a.netns`
+/// when given).
+fn open_xsk(a: &RxBenchArgs) -> Result<Opened> {
+    // Everything below opens in the namespace; the guard brings this thread back.
+    let _ns = match &a.netns {
+        Some(ns) if ns.contains('/') => Some(
+            NetnsGuard::enter_path(std::path::Path::new(ns))
+                .with_context(|| format!("cannot enter namespace `{ns}`"))?,
+        ),
+        Some(ns) => {
+            Some(NetnsGuard::enter(ns).with_context(|| format!("cannot enter namespace `{ns}`"))?)
+        }
+        None => None,
+    };
+    let queues: Vec<u32> = if a.queues.is_empty() {
+        (0..crate::capture::rx_queues(&a.iface, None)? as u32).collect()
+    } else {
+        a.queues.clone()
+    };
+    let mut prog =
+        XdpProgram::load(&XdpOptions::default()).context("cannot load the XDP program")?;
+    let opts = XskOptions {
+        frame_count: a.umem_frames,
+        frame_size: a.frame_size,
+        ring_size: a.ring_size,
+        bind: match a.bind {
+            BindArg::Auto => BindMode::Auto,
+            BindArg::ZeroCopy => BindMode::ZeroCopy,
+            BindArg::Copy => BindMode::Copy,
+        },
+        ..XskOptions::default()
+    };
+    let mut sources: Vec<Box<dyn RxSource>> = Vec::with_capacity(queues.len());
+    let mut binds = Vec::with_capacity(queues.len());
+    for &q in &queues {
+        let sock = XskSocket::open(&a.iface, q, &opts)
+            .with_context(|| format!("cannot open an AF_XDP socket on `{}` queue {q}", a.iface))?;
+        prog.register_socket(q, &sock)
+            .with_context(|| format!("cannot register the socket of queue {q}"))?;
+        binds.push(format!("queue {q} {}", sock.bind_mode()));
+        sources.push(Box::new(sock));
+    }
+    let mode = match a.xdp_mode {
+        XdpModeArg::Auto => AttachMode::Auto,
+        XdpModeArg::Driver => AttachMode::Driver,
+        XdpModeArg::Skb => AttachMode::Skb,
+    };
+    let active = prog
+        .attach(&a.iface, mode)
+        .with_context(|| format!("cannot attach XDP to `{}`", a.iface))?;
+    Ok(Opened {
+        sources,
+        xdp: Some(prog),
+        detail: format!("XDP {active:?} mode, {}", binds.join(", ")),
+    })
+}
+
 /// Opens the sources `a` asks for.
-pub(crate) fn open_sources(a: &RxBenchArgs) -> Result<Vec<Box<dyn RxSource>>> {
+pub(crate) fn open_sources(a: &RxBenchArgs) -> Result<Opened> {
     let mut out: Vec<Box<dyn RxSource>> = Vec::new();
     match a.source {
+        SourceKind::Xsk => return open_xsk(a),
         SourceKind::Afpacket => {
             // Fanout group ids are per network namespace; the pid keeps concurrent runs apart.
             let group = (std::process::id() & 0xffff) as u16;
@@ -107,7 +220,11 @@ pub(crate) fn open_sources(a: &RxBenchArgs) -> Result<Vec<Box<dyn RxSource>>> {
             }
         }
     }
-    Ok(out)
+    Ok(Opened {
+        sources: out,
+        xdp: None,
+        detail: "AF_PACKET TPACKET_V3".into(),
+    })
 }
 
 fn now_ns() -> i64 {
@@ -225,15 +342,32 @@ pub(crate) fn run(a: RxBenchArgs) -> Result<()> {
     {
         bail!("--idle must be between 0 and 3600 seconds");
     }
-    let sources = open_sources(&a)?;
+    let Opened {
+        sources,
+        xdp,
+        detail,
+    } = open_sources(&a)?;
     // The benchmark script waits for this line before it starts sending.
-    eprintln!("rxbench: ready ({} sources)", sources.len());
+    eprintln!("rxbench: ready ({} sources; {detail})", sources.len());
     let r = receive_and_drop(
         sources,
         Duration::from_secs_f64(a.duration),
         a.idle.map(Duration::from_secs_f64),
         &a.cpus,
-    )?;
+    );
+    // Counters first, then detach (the program's maps live as long as it does); on every
+    // path, so a failed run does not leave the interface redirecting into closed sockets.
+    let xdp_counters: Option<XdpCounters> = match xdp {
+        Some(mut p) => {
+            let c = p.counters().context("reading the XDP counters");
+            if let Err(e) = p.detach() {
+                eprintln!("rxbench: detaching XDP from {}: {e}", a.iface);
+            }
+            Some(c?)
+        }
+        None => None,
+    };
+    let r = r?;
     let received: u64 = r.sources.iter().map(|s| s.frames).sum();
     let bytes: u64 = r.sources.iter().map(|s| s.bytes).sum();
     let drops: u64 = r.sources.iter().map(|s| s.stats.ring_full).sum();
@@ -243,6 +377,8 @@ pub(crate) fn run(a: RxBenchArgs) -> Result<()> {
         .map(|s| s.stats.fill_ring_empty + s.stats.invalid_descs)
         .sum();
     let freezes: u64 = r.sources.iter().map(|s| s.stats.freezes).sum();
+    // Frames the XDP program could not hand to a socket never reached any ring: drops too.
+    let no_socket = xdp_counters.map_or(0, |x| x.no_socket + x.errors);
     let span = (r.last_ns - r.first_ns).max(0) as f64 / 1e9;
     let out = serde_json::json!({
         "source": format!("{:?}", a.source).to_lowercase(),
@@ -251,9 +387,16 @@ pub(crate) fn run(a: RxBenchArgs) -> Result<()> {
         "wall_s": r.wall.as_secs_f64(),
         "received": received,
         "received_bytes": bytes,
-        "kernel_drops": drops + other,
+        "kernel_drops": drops + other + no_socket,
         "ring_full": drops,
         "other_drops": other,
+        "xdp": xdp_counters.map(|x| serde_json::json!({
+            "seen": x.seen,
+            "redirected": x.redirected,
+            "filtered": x.filtered,
+            "no_socket": x.no_socket,
+            "errors": x.errors,
+        })),
         "freezes": freezes,
         "active_s": span,
         "pps": if span > 0.0 { received as f64 / span } else { 0.0 },
