@@ -66,8 +66,33 @@ pub(crate) struct Settings {
     pub(crate) serve_api: bool,
 }
 
-/// RX queues of `iface` (in namespace `netns`, if given), from the kernel's link
-/// attributes (`ip -d link`: sysfs shows the namespace it was mounted in, not the thread's).
+/// The RX channels `ethtool -l` reports as current (RX + combined), if it can tell.
+fn ethtool_rx_channels(iface: &str, netns: Option<&str>) -> Option<usize> {
+    let mut cmd = std::process::Command::new(if netns.is_some() { "ip" } else { "ethtool" });
+    if let Some(ns) = netns {
+        cmd.args(["netns", "exec", ns, "ethtool"]);
+    }
+    let out = cmd.args(["-l", iface]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let current = text.split("Current hardware settings:").nth(1)?;
+    let field = |name: &str| {
+        current
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let n = field("RX:") + field("Combined:");
+    (n > 0).then_some(n)
+}
+
+/// RX queues of `iface` (in namespace `netns`, if given) in use: the channels `ethtool -l`
+/// reports as current, else the kernel's queue count from `ip -d link` (which is the
+/// maximum on some drivers: veth reports its possible queues there). Not sysfs: it shows
+/// the namespace it was mounted in, not the thread's.
 pub(crate) fn rx_queues(iface: &str, netns: Option<&str>) -> Result<usize> {
     let mut cmd = std::process::Command::new("ip");
     if let Some(ns) = netns {
@@ -83,10 +108,14 @@ pub(crate) fn rx_queues(iface: &str, netns: Option<&str>) -> Result<usize> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
+    if let Some(n) = ethtool_rx_channels(iface, netns) {
+        return Ok(n);
+    }
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).context("cannot parse `ip -j link` output")?;
-    v[0]["num_rx_queues"]
+    v[0]["real_num_rx_queues"]
         .as_u64()
+        .or_else(|| v[0]["num_rx_queues"].as_u64())
         .map(|n| n.max(1) as usize)
         .context("`ip -j -d link` shows no num_rx_queues")
 }

@@ -36,10 +36,12 @@ pub struct SourceStats {
     pub received: u64,
     /// Bytes (captured length) handed to user space.
     pub received_bytes: u64,
-    /// Frames the kernel dropped because the ring was full (AF_XDP `rx_dropped` +
-    /// `rx_ring_full`; AF_PACKET `tp_drops`).
+    /// Frames the kernel dropped because the ring was full (AF_XDP `rx_ring_full`;
+    /// AF_PACKET `tp_drops`).
     pub ring_full: u64,
-    /// AF_XDP: frames lost because the fill ring was empty (`rx_fill_ring_empty_descs`).
+    /// AF_XDP: frames lost for want of a buffer, the fill ring being empty (`rx_dropped`;
+    /// not `rx_fill_ring_empty_descs`, which counts the same drops and, in zero-copy
+    /// drivers, empty-ring observations that lost nothing).
     pub fill_ring_empty: u64,
     /// AF_XDP: invalid RX descriptors (`rx_invalid_descs`). AF_PACKET: ring entries with
     /// impossible offsets, skipped with the rest of their block (never seen in practice).

@@ -462,8 +462,13 @@ impl RxSource for XskSocket {
         Ok(SourceStats {
             received: self.received,
             received_bytes: self.received_bytes,
-            ring_full: s.rx_dropped + s.rx_ring_full,
-            fill_ring_empty: s.rx_fill_ring_empty_descs,
+            // The kernel counts a frame it could not place because the fill ring was empty
+            // in `rx_dropped` *and* in `rx_fill_ring_empty_descs` (the latter also counts
+            // empty-ring observations without a drop in zero-copy drivers), so the two must
+            // not be added: frames lost for want of a buffer are `rx_dropped`, frames lost
+            // to a full RX ring `rx_ring_full`.
+            ring_full: s.rx_ring_full,
+            fill_ring_empty: s.rx_dropped,
             invalid_descs: s.rx_invalid_descs,
             freezes: 0,
         })
