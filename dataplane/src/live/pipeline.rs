@@ -47,6 +47,8 @@ use crate::{
 
 /// Descriptors per hand-off batch at most.
 const BATCH: usize = 256;
+/// How long a worker may keep a partial hand-off batch while frames keep coming.
+const HANDOFF_EVERY: Duration = Duration::from_millis(1);
 
 /// Which clock drives flow timeouts in the shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -620,6 +622,8 @@ fn worker_loop(
     let mut errors_logged = 0u32;
     let link = o.link_type;
     let mark = &marks[w];
+    let mut last_flush = Instant::now();
+    let mut unsent: Option<i64> = None;
     while !stop.load(Relaxed) {
         let (mut frames, mut bytes, mut last_ts) = (0u64, 0u64, 0i64);
         let r = src.recv_batch(o.poll_timeout, &mut |f: &RxFrame<'_>| {
@@ -636,6 +640,14 @@ fn worker_loop(
         });
         match r {
             Ok(0) => {
+                // Idle: whatever is still in the hand-off batches goes now.
+                if let Some(ts) = unsent.take() {
+                    hand.send_all(false);
+                    if ts > mark.load(Relaxed) {
+                        mark.store(ts, Relaxed);
+                    }
+                    last_flush = Instant::now();
+                }
                 // Nothing pending here: anything this source delivers later was stamped
                 // after now, less the time a frame may wait in the kernel before delivery
                 // (an AF_PACKET block waits for its retire timeout).
@@ -651,10 +663,19 @@ fn worker_loop(
                 c.ip_packets.store(dec.ip_packets, Relaxed);
                 c.not_ip.store(dec.not_ip, Relaxed);
                 c.malformed.store(dec.malformed.iter().sum(), Relaxed);
-                hand.send_all(false);
-                // After the send: a shard that sees this mark has the batch queued.
-                if last_ts > mark.load(Relaxed) {
-                    mark.store(last_ts, Relaxed);
+                // Hand partial batches over at most every HANDOFF_EVERY (full ones go at
+                // once): a source that returns a few frames per call (AF_XDP at moderate
+                // rates) would otherwise cost a channel send and a shard wake-up every few
+                // frames.
+                unsent = Some(last_ts);
+                if last_flush.elapsed() >= HANDOFF_EVERY {
+                    hand.send_all(false);
+                    last_flush = Instant::now();
+                    unsent = None;
+                    // After the send: a shard that sees this mark has the batch queued.
+                    if last_ts > mark.load(Relaxed) {
+                        mark.store(last_ts, Relaxed);
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
