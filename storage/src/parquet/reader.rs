@@ -83,13 +83,14 @@ pub fn read_flows_with_stats(
     Ok((out, stats))
 }
 
-fn read_file(
+/// Opens a flow file, checks its format version, and picks the row groups whose time
+/// statistics can overlap `[from_ns, to_ns]` (counted in `stats`); `None` when none can.
+fn open_pruned(
     path: &Path,
     from_ns: i64,
     to_ns: i64,
-    out: &mut Vec<FlowRecord>,
     stats: &mut ReadStats,
-) -> Result<()> {
+) -> Result<Option<(ParquetRecordBatchReaderBuilder<File>, Vec<usize>)>> {
     let rp = |source| Error::ReadParquet {
         path: path.to_owned(),
         source,
@@ -120,9 +121,23 @@ fn read_file(
         }
     }
     stats.row_groups_read += row_groups.len();
-    if row_groups.is_empty() {
+    Ok((!row_groups.is_empty()).then_some((builder, row_groups)))
+}
+
+fn read_file(
+    path: &Path,
+    from_ns: i64,
+    to_ns: i64,
+    out: &mut Vec<FlowRecord>,
+    stats: &mut ReadStats,
+) -> Result<()> {
+    let rp = |source| Error::ReadParquet {
+        path: path.to_owned(),
+        source,
+    };
+    let Some((builder, row_groups)) = open_pruned(path, from_ns, to_ns, stats)? else {
         return Ok(());
-    }
+    };
     let reader = builder.with_row_groups(row_groups).build().map_err(rp)?;
     for batch in reader {
         let batch = batch.map_err(|source| Error::Arrow {
@@ -267,35 +282,10 @@ fn read_file_filtered(
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(Error::io("open", path))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(rp)?;
-    stats.files_read += 1;
-    let metadata = builder.metadata().clone();
-    let version = metadata
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|kv| kv.key == FORMAT_VERSION_KEY))
-        .and_then(|kv| kv.value.clone());
-    if let Some(version) = version.filter(|v| v != FORMAT_VERSION) {
-        return Err(Error::UnsupportedVersion {
-            path: path.to_owned(),
-            version,
-        });
-    }
-    let mut row_groups = Vec::new();
-    for (i, rg) in metadata.row_groups().iter().enumerate() {
-        let may_overlap = int64_stat(rg, "first_seen_ns", true).is_none_or(|min| min <= to_ns)
-            && int64_stat(rg, "last_seen_ns", false).is_none_or(|max| max >= from_ns);
-        if may_overlap {
-            row_groups.push(i);
-        } else {
-            stats.row_groups_skipped += 1;
-        }
-    }
-    stats.row_groups_read += row_groups.len();
-    if row_groups.is_empty() {
+    let Some((builder, row_groups)) = open_pruned(path, from_ns, to_ns, stats)? else {
         return Ok(());
-    }
+    };
+    let metadata = builder.metadata().clone();
     let schema = metadata.file_metadata().schema_descr();
     let time_mask = ProjectionMask::columns(schema, ["first_seen_ns", "last_seen_ns"]);
     let time = ArrowPredicateFn::new(time_mask, move |batch: arrow_array::RecordBatch| {

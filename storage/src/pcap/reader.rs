@@ -157,60 +157,28 @@ pub fn read_packets(
     let mut stats = ReadStats::default();
     let mut records: Vec<(i64, Vec<u8>)> = Vec::new();
     let mut link: Option<(u32, u32)> = None;
-    let dir = pcap_dir(root);
-    if from_ns <= to_ns && dir.is_dir() {
-        let (from, to) = (i128::from(from_ns), i128::from(to_ns));
-        let hour = i128::from(HOUR_NS);
-        // A segment's packets lie in [its hour's start, its hour's end + MAX_SEGMENT_SPAN_NS).
-        let usable =
-            |h: i128| h * hour <= to && (h + 1) * hour + i128::from(MAX_SEGMENT_SPAN_NS) > from;
-        for (date_path, day) in sorted_entries(&dir, parse_date_dir)
-            .map_err(PcapError::io("read directory", dir.as_path()))?
-        {
-            if !(0..24).any(|hh| usable(i128::from(day) * 24 + hh)) {
+    for path in segments_overlapping(root, from_ns, to_ns, &mut stats)? {
+        let mut seg = SegmentReader::open(&path)?;
+        stats.segments_read += 1;
+        let (lt, snap) = (seg.index.link_type, seg.index.snap_len);
+        for i in 0..seg.index.frames.len() {
+            let f = &seg.index.frames[i];
+            let may = f.overlaps(from_ns, to_ns)
+                && flow.is_none_or(|id| f.flows.binary_search(&id).is_ok());
+            if !may {
+                stats.frames_skipped += 1;
                 continue;
             }
-            for (hour_path, hh) in sorted_entries(&date_path, parse_hour_dir)
-                .map_err(PcapError::io("read directory", date_path.as_path()))?
-            {
-                if !usable(i128::from(day) * 24 + i128::from(hh)) {
-                    continue;
+            match link {
+                Some((first, _)) if first != lt => {
+                    return Err(PcapError::MixedLinkTypes { first, other: lt });
                 }
-                for (path, start) in sorted_entries(&hour_path, parse_segment_name)
-                    .map_err(PcapError::io("read directory", hour_path.as_path()))?
-                {
-                    if start > to_ns {
-                        stats.segments_skipped += 1;
-                        continue;
-                    }
-                    if !index_path(&path).is_file() {
-                        stats.segments_without_index += 1;
-                        continue;
-                    }
-                    let mut seg = SegmentReader::open(&path)?;
-                    stats.segments_read += 1;
-                    let (lt, snap) = (seg.index.link_type, seg.index.snap_len);
-                    for i in 0..seg.index.frames.len() {
-                        let f = &seg.index.frames[i];
-                        let may = f.overlaps(from_ns, to_ns)
-                            && flow.is_none_or(|id| f.flows.binary_search(&id).is_ok());
-                        if !may {
-                            stats.frames_skipped += 1;
-                            continue;
-                        }
-                        match link {
-                            Some((first, _)) if first != lt => {
-                                return Err(PcapError::MixedLinkTypes { first, other: lt });
-                            }
-                            Some((_, s)) => link = Some((lt, s.max(snap))),
-                            None => link = Some((lt, snap)),
-                        }
-                        stats.frames_read += 1;
-                        stats.compressed_bytes_read += u64::from(f.compressed_size);
-                        seg.matching(i, from_ns, to_ns, flow, &mut records)?;
-                    }
-                }
+                Some((_, s)) => link = Some((lt, s.max(snap))),
+                None => link = Some((lt, snap)),
             }
+            stats.frames_read += 1;
+            stats.compressed_bytes_read += u64::from(f.compressed_size);
+            seg.matching(i, from_ns, to_ns, flow, &mut records)?;
         }
     }
     records.sort_by_key(|r| r.0);
@@ -244,6 +212,7 @@ pub fn segments_overlapping(
     }
     let (from, to) = (i128::from(from_ns), i128::from(to_ns));
     let hour = i128::from(HOUR_NS);
+    // A segment's packets lie in [its hour's start, its hour's end + MAX_SEGMENT_SPAN_NS).
     let usable =
         |h: i128| h * hour <= to && (h + 1) * hour + i128::from(MAX_SEGMENT_SPAN_NS) > from;
     for (date_path, day) in sorted_entries(&dir, parse_date_dir)
