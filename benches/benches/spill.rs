@@ -6,6 +6,12 @@
 //!     TAPVAULT_BENCH_ROUNDS=5 cargo bench -p tapvault-benches --bench spill
 //! ```
 //!
+//! `TAPVAULT_BENCH_ONLY=spill` (or `zstd`) runs one side only, for profiles:
+//!
+//! ```text
+//! TAPVAULT_BENCH_ONLY=spill TAPVAULT_BENCH_ROUNDS=1 perf record -g target/release/deps/spill-HASH
+//! ```
+//!
 //! The first `TAPVAULT_BENCH_MB` MiB (default 256) of a classic pcap (Ethernet) are read into
 //! memory. Then, alternating so that both see the same machine load, `TAPVAULT_BENCH_ROUNDS`
 //! rounds (default 5) each on one thread:
@@ -82,11 +88,14 @@ fn main() {
     let mut best_spill = f64::MAX;
     let (mut cpu_zstd, mut cpu_spill) = (f64::MAX, f64::MAX);
     let (mut zstd_out, mut spill_out) = (0u64, 0u64);
+    // For profiles: `TAPVAULT_BENCH_ONLY=spill` (or `zstd`) runs only that side.
+    let only = std::env::var("TAPVAULT_BENCH_ONLY").unwrap_or_default();
     for round in 0..rounds {
         let (t, cpu) = (Instant::now(), cpu_ns());
         let mut c = zstd::bulk::Compressor::new(1).unwrap();
         let mut out = 0u64;
-        for chunk in input.chunks(1 << 20) {
+        let chunks = if only == "spill" { 0 } else { usize::MAX };
+        for chunk in input.chunks(1 << 20).take(chunks) {
             out += c.compress(chunk).unwrap().len() as u64;
         }
         let zt = t.elapsed().as_secs_f64();
@@ -101,6 +110,7 @@ fn main() {
         ));
         let _ = std::fs::remove_dir_all(&root);
         let (t, cpu) = (Instant::now(), cpu_ns());
+        let spill_packets = if only == "zstd" { 0 } else { packets.len() };
         let mut s = PacketStore::open(
             &root,
             "bench",
@@ -108,7 +118,7 @@ fn main() {
             StoreOptions::default(),
         )
         .unwrap();
-        for (i, &(ts, orig, start, len)) in packets.iter().enumerate() {
+        for (i, &(ts, orig, start, len)) in packets[..spill_packets].iter().enumerate() {
             s.write(ts, orig, &input[start..start + len], (i % 1024) as u64);
             if i.is_multiple_of(10_000) {
                 s.tick(ts);
@@ -119,7 +129,7 @@ fn main() {
         let dc = (cpu_ns() - cpu) as f64 / 1e9;
         best_spill = best_spill.min(dt);
         cpu_spill = cpu_spill.min(dc);
-        assert_eq!(stats.packets_written, packets.len() as u64);
+        assert_eq!(stats.packets_written, spill_packets as u64);
         let mut on_disk = 0;
         let mut stack = vec![root.clone()];
         while let Some(d) = stack.pop() {

@@ -88,6 +88,7 @@
 use std::{io, path::PathBuf};
 
 mod format;
+mod io_thread;
 mod layout;
 mod reader;
 mod writer;

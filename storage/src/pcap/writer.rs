@@ -4,6 +4,7 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{self, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use zstd::zstd_safe::{self, CCtx, CParameter, InBuffer, OutBuffer, ResetDirective};
@@ -14,6 +15,7 @@ use super::{
         FrameInfo, PCAP_HEADER_LEN, PCAP_NS_MAGIC, RECORD_HEADER_LEN, SKIPPABLE_MAGIC,
         SegmentIndex, parse_record, pcap_header, push_record_header, seek_table, ts_in_range,
     },
+    io_thread::{Io, Target},
     layout::{
         hour_of, index_path, parse_segment_name, partition_dir, pcap_dir, segment_name,
         valid_writer_id,
@@ -166,16 +168,16 @@ pub struct SegmentWriter {
     done_len: usize,
     /// Bytes written to segment files since the writer was made.
     bytes_written: u64,
-    /// Scratch buffer for journal records.
-    journal_buf: Vec<u8>,
+    /// The thread that writes and syncs the segment files (see [`Io`]).
+    io: Io,
 }
 
 struct OpenSegment {
     dir: PathBuf,
     tmp: PathBuf,
-    file: File,
+    file: Target,
     journal_path: PathBuf,
-    journal: File,
+    journal: Target,
     hour: i64,
     first_ts: i64,
     min_ts: i64,
@@ -237,19 +239,13 @@ fn block_remaining(offset: u64) -> usize {
     TSHARK_BLOCK - (offset % TSHARK_BLOCK as u64) as usize
 }
 
-fn write_at(seg: &mut OpenSegment, bytes: &[u8]) -> Result<()> {
-    seg.file
-        .write_all(bytes)
-        .map_err(PcapError::io("write", &seg.tmp))
-}
-
 /// Fills the `len` (at least [`MIN_PAD`]) bytes left in the block with a skippable frame.
-fn pad(seg: &mut OpenSegment, len: usize) -> Result<()> {
-    let mut frame = Vec::with_capacity(len);
+fn pad(io: &Io, seg: &mut OpenSegment, len: usize) -> Result<()> {
+    let mut frame = io.buffer();
     frame.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
     frame.extend_from_slice(&((len - MIN_PAD) as u32).to_le_bytes());
     frame.resize(len, 0);
-    write_at(seg, &frame)?;
+    io.write(&seg.file, frame)?;
     seg.entries.push((len as u32, 0));
     seg.offset += len as u64;
     Ok(())
@@ -304,7 +300,10 @@ impl SegmentWriter {
             .set_parameter(CParameter::CompressionLevel(options.zstd_level))
             .map_err(|_| PcapError::InvalidOption("zstd_level out of range"))?;
 
+        let io = Io::start(format!("pcap-io-{writer_id}"), TSHARK_BLOCK + 4096)
+            .map_err(PcapError::io("start the I/O thread for", &root))?;
         Ok(SegmentWriter {
+            io,
             root,
             writer_id: writer_id.to_owned(),
             options,
@@ -321,7 +320,6 @@ impl SegmentWriter {
             done_recs: 0,
             done_len: 0,
             bytes_written: 0,
-            journal_buf: Vec::new(),
         })
     }
 
@@ -402,7 +400,9 @@ impl SegmentWriter {
         if self.recs.is_empty() {
             return Ok(());
         }
-        self.end_frame()
+        self.end_frame()?;
+        // Frames are written by the I/O thread: wait until they are in the page cache.
+        self.io.barrier()
     }
 
     /// Makes what was written to the open segment durable: `fdatasync` of the segment, then
@@ -410,14 +410,9 @@ impl SegmentWriter {
     /// survived too). Call [`seal_frame`](Self::seal_frame) first to include pending packets.
     pub fn sync(&mut self) -> Result<()> {
         let Some(seg) = &self.segment else {
-            return Ok(());
+            return self.io.barrier();
         };
-        seg.file
-            .sync_data()
-            .map_err(PcapError::io("sync", &seg.tmp))?;
-        seg.journal
-            .sync_data()
-            .map_err(PcapError::io("sync", &seg.journal_path))
+        self.io.sync(vec![seg.file.clone(), seg.journal.clone()])
     }
 
     /// Packets written but not yet in a complete frame (lost if the process dies now).
@@ -445,6 +440,8 @@ impl SegmentWriter {
     /// new segment. Returns the temporary segment's path and the packets written to it
     /// (pending ones included), for [`recover_segment`] to publish its complete frames.
     pub fn abandon_segment(&mut self) -> Option<(PathBuf, u64)> {
+        // Nothing is written to the files after this (recovery reads them).
+        self.io.reset();
         self.clear_frame();
         // Drops a frame the compressor may be in the middle of; cannot fail.
         let _ = self.compressor.reset(ResetDirective::SessionOnly);
@@ -494,6 +491,14 @@ impl SegmentWriter {
                 self.options.snap_len,
             ))
             .map_err(PcapError::io("write", &journal_path))?;
+        let file = Target {
+            file: Arc::new(file),
+            path: tmp.as_path().into(),
+        };
+        let journal = Target {
+            file: Arc::new(journal),
+            path: journal_path.as_path().into(),
+        };
         self.clear_frame();
         self.compressor
             .reset(ResetDirective::SessionOnly)
@@ -548,7 +553,7 @@ impl SegmentWriter {
                         "a single packet does not fit in a block (snap length too large)",
                     ));
                 }
-                pad(seg, rem)?;
+                pad(&self.io, seg, rem)?;
                 continue;
             }
             if self.done_recs < self.recs.len() {
@@ -635,17 +640,17 @@ impl SegmentWriter {
             flows,
             packet_flows,
         };
-        journal_record(&mut self.journal_buf, &info);
-        seg.journal
-            .write_all(&self.journal_buf)
-            .map_err(PcapError::io("write", &seg.journal_path))?;
-        write_at(seg, &self.out)?;
+        let mut record = self.io.buffer();
+        journal_record(&mut record, &info);
+        self.io.write(&seg.journal, record)?;
+        let frame = std::mem::replace(&mut self.out, self.io.buffer());
+        self.io.write(&seg.file, frame)?;
         seg.entries.push((c as u32, len as u32));
         seg.frames.push(info);
         seg.offset += c as u64;
         let left = block_remaining(seg.offset);
         if left < MIN_TAIL && left != TSHARK_BLOCK {
-            pad(seg, left)?;
+            pad(&self.io, seg, left)?;
         }
         self.out.clear();
         self.recs.drain(..packets);
@@ -664,7 +669,9 @@ impl SegmentWriter {
         let Some(mut seg) = self.segment.take() else {
             return Ok(None);
         };
-        let tail = write_tail(&mut seg.file, &seg.tmp, seg.offset, &mut seg.entries)?;
+        // The tail goes after every queued frame.
+        self.io.barrier()?;
+        let tail = write_tail(&seg.file.file, &seg.tmp, seg.offset, &mut seg.entries)?;
         self.bytes_written += seg.offset + tail;
         drop(seg.file);
         drop(seg.journal);
@@ -691,7 +698,7 @@ impl SegmentWriter {
 /// needs (see [`TSHARK_BLOCK`]) and the seek table of `entries`; then syncs the file.
 /// Returns the bytes appended.
 fn write_tail(
-    file: &mut File,
+    mut file: &File,
     path: &Path,
     offset: u64,
     entries: &mut Vec<(u32, u32)>,
@@ -929,7 +936,7 @@ pub fn recover_segment(tmp: &Path) -> Result<Option<PublishedSegment>> {
     file.set_len(end)
         .and_then(|()| file.seek(SeekFrom::Start(end)).map(drop))
         .map_err(PcapError::io("truncate", tmp))?;
-    write_tail(&mut file, tmp, end, &mut entries)?;
+    write_tail(&file, tmp, end, &mut entries)?;
     drop(file);
     let (link_type, snap_len, frames) = frames;
     let index = SegmentIndex {
