@@ -25,9 +25,9 @@ use tapvault_dataplane::live::{
     sys::NetnsGuard,
     xdp::{
         AttachMode, CaptureFilter, NetRule, NoSocketPolicy, PortProto, PortRule, RuleAction,
-        XdpCounters, XdpOptions, XdpProgram,
+        XdpCounters, XdpOptions, XdpProgram, open_capture,
     },
-    xsk::{BindMode, BusyPoll, XskOptions, XskSocket},
+    xsk::{BindMode, BusyPoll, XskOptions},
 };
 use tapvault_storage::{
     DnsRecord, FlowRecord, RetentionPolicy, SegmentOptions,
@@ -171,16 +171,15 @@ fn open_xdp(s: &Settings) -> Result<(XdpProgram, Vec<Box<dyn RxSource>>)> {
     } else {
         c.snap_len
     };
-    let mut prog = XdpProgram::load(&XdpOptions {
+    let xdp = XdpOptions {
         snap_len,
         no_socket: match c.no_socket_action {
             NoSocketAction::Pass => NoSocketPolicy::Pass,
             NoSocketAction::Drop => NoSocketPolicy::Drop,
         },
         filter: xdp_filter(&c.filter)?,
-    })
-    .context("cannot load the XDP program")?;
-    let xopts = XskOptions {
+    };
+    let xsk = XskOptions {
         frame_count: c.umem_frames,
         frame_size: c.frame_size,
         bind: match c.zero_copy {
@@ -195,32 +194,25 @@ fn open_xdp(s: &Settings) -> Result<(XdpProgram, Vec<Box<dyn RxSource>>)> {
         }),
         ..XskOptions::default()
     };
-    let mut sources: Vec<Box<dyn RxSource>> = Vec::with_capacity(queues.len());
-    for &q in &queues {
-        let sock = XskSocket::open(&c.interface, q, &xopts).with_context(|| {
-            format!(
-                "cannot open an AF_XDP socket on `{}` queue {q}",
-                c.interface
-            )
-        })?;
-        prog.register_socket(q, &sock)
-            .with_context(|| format!("cannot register the socket of queue {q}"))?;
-        sources.push(Box::new(sock));
-    }
     let mode = match c.xdp_mode {
         XdpMode::Driver => AttachMode::Driver,
         XdpMode::Skb => AttachMode::Skb,
         XdpMode::Auto => AttachMode::Auto,
     };
-    let active = prog
-        .attach(&c.interface, mode)
-        .with_context(|| format!("cannot attach XDP to `{}`", c.interface))?;
+    let cap = open_capture(&c.interface, &queues, &xsk, &xdp, mode)
+        .context("cannot set up XDP and AF_XDP capture")?;
     eprintln!(
-        "tapvault: XDP attached to {} ({active:?} mode), {} AF_XDP socket(s)",
+        "tapvault: XDP attached to {} ({:?} mode), {} AF_XDP socket(s)",
         c.interface,
-        sources.len()
+        cap.mode,
+        cap.sockets.len()
     );
-    Ok((prog, sources))
+    let sources = cap
+        .sockets
+        .into_iter()
+        .map(|s| Box::new(s) as Box<dyn RxSource>)
+        .collect();
+    Ok((cap.program, sources))
 }
 
 /// What storage wrote and dropped over a whole capture (summed over every packet store).
