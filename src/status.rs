@@ -1,11 +1,7 @@
 //! `tapvault status`: the live health of a running tapvault, read from its API
 //! (`GET /api/v1/status`) at the configured listen address, with the configured token.
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -24,50 +20,6 @@ pub(crate) struct StatusArgs {
     /// Print the status document as JSON.
     #[arg(long)]
     json: bool,
-}
-
-/// One GET with an optional bearer token; the status code and body. Handles the chunked
-/// transfer coding.
-fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("cannot connect to tapvault's API at {addr} (is it running?)"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("malformed HTTP response")?;
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("malformed HTTP status line")?;
-    let mut body = buf[end + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let eol = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .context("malformed chunk")?;
-            let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol])?.trim(), 16)?;
-            if n == 0 || rest.len() < eol + 2 + n {
-                break;
-            }
-            out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
-            rest = &rest[(eol + 4 + n).min(rest.len())..];
-        }
-        body = out;
-    }
-    Ok((code, body))
 }
 
 fn n(v: &Value) -> u64 {
@@ -93,8 +45,20 @@ pub(crate) fn status(a: StatusArgs) -> Result<()> {
             (cfg.api.listen, cfg.api_token().context("api.token_file")?)
         }
     };
-    let (code, body) = get(addr, "/api/v1/status", token.as_deref())?;
-    match code {
+    let r = tapvault_api::client::get(
+        addr,
+        "/api/v1/status",
+        token.as_deref(),
+        Duration::from_secs(30),
+    )
+    .map_err(|e| match e {
+        tapvault_api::client::Error::Connect { source, .. } => anyhow::Error::new(source).context(
+            format!("cannot connect to tapvault's API at {addr} (is it running?)"),
+        ),
+        e => e.into(),
+    })?;
+    let body = r.body;
+    match r.status {
         200 => {}
         401 => bail!("the API at {addr} wants a bearer token: set api.token or api.token_file"),
         c => bail!(

@@ -5,8 +5,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
     sync::{Arc, OnceLock},
@@ -53,21 +52,15 @@ fn server(dir: &Path, tweak: impl FnOnce(ApiOptions) -> ApiOptions) -> ApiServer
     ApiServer::start(opts, Arc::new(NoCapture::new())).expect("start the API server")
 }
 
-/// A response: status, headers (lower-case names), body.
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+/// A response of [`http_get`].
+type Resp = tapvault_api::client::Response;
+
+/// The body as JSON, for the assertions.
+trait JsonBody {
+    fn json(&self) -> Value;
 }
 
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
+impl JsonBody for Resp {
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
@@ -78,88 +71,19 @@ impl Resp {
     }
 }
 
-/// A minimal HTTP/1.1 GET over a raw socket (chunked bodies decoded).
+/// A GET over loopback with the API's own client (chunked bodies decoded).
 fn http_get(addr: SocketAddr, target: &str, token: Option<&str>) -> Resp {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).ok();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("header end");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
-    {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        loop {
-            let eol = body[pos..]
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .expect("chunk size line")
-                + pos;
-            let size = usize::from_str_radix(
-                String::from_utf8_lossy(&body[pos..eol])
-                    .split(';')
-                    .next()
-                    .expect("size")
-                    .trim(),
-                16,
-            )
-            .expect("chunk size");
-            if size == 0 {
-                break;
-            }
-            out.extend_from_slice(&body[eol + 2..eol + 2 + size]);
-            pos = eol + 2 + size + 2;
-        }
-        body = out;
-    }
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    tapvault_api::client::get(addr, target, token, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("GET {target}: {e}"))
 }
 
-/// RFC 3339 with nanoseconds (independent of the server's formatter).
+/// RFC 3339 with nanoseconds (formatted here, not by the server's formatter; the civil date
+/// from storage's arithmetic, which its unit tests check against known dates).
 fn rfc3339(ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);
     let frac = ns.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
+    let (y, m, d) = tapvault_storage::civil_from_days(secs.div_euclid(86_400));
     let tod = secs.rem_euclid(86_400);
-    // Days to civil date (Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:09}Z",
         tod / 3600,

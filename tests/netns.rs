@@ -313,53 +313,15 @@ fn demo_capture_matches_tshark() {
     drop(scratch);
 }
 
-/// A GET over loopback: status code and body.
+/// A GET over loopback (`base` is `http://ADDR:PORT`): status code and body.
 fn http_get(base: &str, path: &str) -> (u16, Vec<u8>) {
-    use std::io::{Read, Write};
-    let addr = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the API");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).expect("read the response");
-    let head_end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a header");
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let code: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let mut body = buf[head_end + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let eol = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .expect("chunk size");
-            let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16)
-                .expect("hex chunk size");
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
-            rest = &rest[eol + 2 + n + 2..];
-        }
-        body = out;
-    }
-    (code, body)
+    let addr = base
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap_or_else(|e| panic!("the API address `{base}`: {e}"));
+    let r = tapvault_api::client::get(addr, path, None, std::time::Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    (r.status, r.body)
 }
 
 /// The README's demo command (`bash scripts/demo.sh`, with the binary the tests built) from a

@@ -20,7 +20,7 @@ use tapvault_dataplane::live::{
     sys::{NetnsGuard, RawSender, pin_to_cpu, realtime_ns},
     xdp::{
         ActiveMode, AttachMode, CaptureFilter, NetRule, NoSocketPolicy, PortProto, PortRule,
-        RuleAction, XdpOptions, XdpProgram,
+        RuleAction, XdpCapture, XdpOptions, XdpProgram, open_capture,
     },
     xsk::{ActiveBind, BindMode, XskOptions, XskSocket},
 };
@@ -517,6 +517,9 @@ fn xdp_snap_length_truncates_and_keeps_wire_length() {
     );
 }
 
+/// [`open_capture`] on a two-queue veth: every frame reaches the socket of its queue (the
+/// sending CPU's in driver mode) and the program accounts for all of them. Then a queue the
+/// interface does not have: the error names it, and nothing stays attached.
 #[test]
 fn xdp_multi_queue_veth_spreads_over_two_sockets() {
     if !privileged() {
@@ -533,17 +536,20 @@ fn xdp_multi_queue_veth_spreads_over_two_sockets() {
     }
     let lab = Lab::new(2);
     let _ns = NetnsGuard::enter(&lab.ns_cap).expect("enter the capture namespace");
-    let mut prog = XdpProgram::load(&XdpOptions::default()).expect("load XDP");
-    let mut socks: Vec<XskSocket> = (0..2)
-        .map(|q| XskSocket::open(&lab.cap, q, &small_socket_opts()).expect("AF_XDP socket"))
-        .collect();
-    for (q, s) in socks.iter().enumerate() {
-        prog.register_socket(q as u32, s).expect("register");
-    }
-    assert_eq!(
-        prog.attach(&lab.cap, AttachMode::Driver).expect("attach"),
-        ActiveMode::Driver
-    );
+    let XdpCapture {
+        program: mut prog,
+        sockets: mut socks,
+        mode,
+    } = open_capture(
+        &lab.cap,
+        &[0, 1],
+        &small_socket_opts(),
+        &XdpOptions::default(),
+        AttachMode::Driver,
+    )
+    .expect("XDP and two AF_XDP sockets");
+    assert_eq!(mode, ActiveMode::Driver);
+    assert_eq!(socks.len(), 2);
     let per = 500u32;
     let a: Vec<Vec<u8>> = (0..per)
         .map(|i| frame4(CAP_IP, 17, 5000, None, 200, i))
@@ -590,6 +596,36 @@ fn xdp_multi_queue_veth_spreads_over_two_sockets() {
     let c = prog.counters().expect("counters");
     assert_eq!(c.redirected, 2 * u64::from(per), "{c:?}");
     assert_eq!(c.unaccounted(), 0, "{c:?}");
+    let link = || {
+        let out = Command::new("ip")
+            .args(["-n", &lab.ns_cap, "link", "show", "dev", &lab.cap])
+            .output()
+            .expect("ip link");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(link().contains("prog/xdp"), "attached: {}", link());
+    prog.detach().expect("detach");
+    drop((prog, socks));
+    let e = open_capture(
+        &lab.cap,
+        &[0, 5],
+        &small_socket_opts(),
+        &XdpOptions::default(),
+        AttachMode::Driver,
+    )
+    .expect_err("queue 5 of a two-queue veth");
+    assert!(
+        matches!(
+            e,
+            tapvault_dataplane::live::xdp::Error::Socket { queue: 5, .. }
+        ),
+        "{e}"
+    );
+    let after = link();
+    assert!(
+        after.contains(&lab.cap) && !after.contains("prog/xdp"),
+        "nothing attached after the failure: {after}"
+    );
 }
 
 /// A rough receive rate (not a benchmark: no loss-free search). Run by hand:

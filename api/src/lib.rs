@@ -4,7 +4,8 @@
 //! The entry points are [`ApiServer::start`] (runs the server on its own thread and tokio
 //! runtime: for programs that are not async, such as `tapvault capture`), [`serve`] (for
 //! async callers) and [`router`] (the `axum::Router`, for tests and embedding). Live health
-//! comes from a [`StatusSource`]; [`NoCapture`] serves history only.
+//! comes from a [`StatusSource`]; [`NoCapture`] serves history only. [`client::get`] is the
+//! small HTTP/1.1 client that `tapvault status` and the tests talk to the API with.
 //!
 //! Endpoints (documented in full at `GET /api/v1/openapi.json`):
 //!
@@ -25,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod bpf;
+pub mod client;
 mod error;
 mod fields;
 mod filter;

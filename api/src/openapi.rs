@@ -62,6 +62,7 @@ fn status_schema() -> Value {
         "evictions": int, "timeouts": int, "queue_drops": int,
     }));
     let storage = obj(json!({
+        "packets_written": int, "records_accepted": int, "records_dropped": int,
         "bytes_written": int, "segments_written": int, "flow_files_written": int,
         "packets_dropped": int, "lag_seconds": {"type": "number", "nullable": true},
         "free_bytes": {"type": "integer", "nullable": true}, "paused_disk_full": {"type": "boolean"},
@@ -76,7 +77,7 @@ fn status_schema() -> Value {
         "queues": {"type": "array", "items": q},
         "shards": {"type": "array", "items": sh},
         "storage": storage,
-        "xdp": {"type": "object", "nullable": true, "properties": {"seen": int, "redirected": int, "filtered": int, "no_socket": int, "errors": int, "truncated": int}},
+        "xdp": {"type": "object", "nullable": true, "properties": {"seen": int, "redirected": int, "filtered": int, "no_socket": int, "errors": int, "truncated": int, "meta_failed": int}},
     }))
 }
 

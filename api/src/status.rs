@@ -106,6 +106,9 @@ pub struct XdpCounters {
     pub errors: u64,
     /// Truncated to the snap length (not terminal).
     pub truncated: u64,
+    /// Redirected without the arrival-time metadata (no headroom for it; not terminal): the
+    /// socket stamps them with its batch's time.
+    pub meta_failed: u64,
 }
 
 /// One flow shard.
@@ -132,6 +135,13 @@ pub struct ShardStatus {
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct StorageStatus {
+    /// Packets the packet writers accepted into segments.
+    pub packets_written: u64,
+    /// Flow records the flow writer accepted.
+    pub records_accepted: u64,
+    /// Flow records the flow writer dropped (its memory buffer was full while writing was
+    /// paused); also counted in `errors`.
+    pub records_dropped: u64,
     /// Bytes written to packet segments and flow files.
     pub bytes_written: u64,
     /// Packet segments published.
@@ -353,7 +363,7 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
         f.head(
             "tapvault_xdp_frames_total",
             "counter",
-            "Frames the XDP program handled, by outcome (seen, redirected, filtered, no_socket, error, truncated).",
+            "Frames the XDP program handled, by outcome (seen, redirected, filtered, no_socket, error, truncated, meta_failed).",
         );
         for (outcome, v) in [
             ("seen", x.seen),
@@ -362,6 +372,7 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
             ("no_socket", x.no_socket),
             ("error", x.errors),
             ("truncated", x.truncated),
+            ("meta_failed", x.meta_failed),
         ] {
             f.sample(
                 "tapvault_xdp_frames_total",
@@ -420,6 +431,26 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
         |x| x.queue_drops as f64,
     );
     let st = &s.storage;
+    for (name, help, v) in [
+        (
+            "tapvault_storage_packets_written_total",
+            "Packets the packet writers accepted.",
+            st.packets_written,
+        ),
+        (
+            "tapvault_storage_records_accepted_total",
+            "Flow records the flow writer accepted.",
+            st.records_accepted,
+        ),
+        (
+            "tapvault_storage_records_dropped_total",
+            "Flow records the flow writer dropped (buffer full while paused).",
+            st.records_dropped,
+        ),
+    ] {
+        f.head(name, "counter", help);
+        f.sample(name, &[], v as f64);
+    }
     f.head(
         "tapvault_storage_bytes_written_total",
         "counter",

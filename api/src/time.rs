@@ -2,6 +2,8 @@
 //! `2024-05-01T12:02:00.5+02:00`), relative (`15m` = 15 minutes before now; units `s`, `m`,
 //! `h`, `d`; `now`), formatted back as RFC 3339 UTC with nanoseconds.
 
+use tapvault_storage::{civil_from_days, days_from_civil};
+
 const NS: i64 = 1_000_000_000;
 
 /// Parses a time parameter; `now_ns` is the request's "now".
@@ -167,29 +169,6 @@ pub(crate) fn format_compact(ns: i64) -> String {
         tod / 60 % 60,
         tod % 60
     )
-}
-
-/// Howard Hinnant's `civil_from_days` (<https://howardhinnant.github.io/date_algorithms.html>).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Now, ns since the epoch.

@@ -21,8 +21,8 @@ use tapvault_dataplane::live::{
     RxSource, SourceStats,
     afpacket::{AfPacketOptions, AfPacketSource, Fanout, FanoutMode, netns_path},
     sys::NetnsGuard,
-    xdp::{AttachMode, XdpCounters, XdpOptions, XdpProgram},
-    xsk::{BindMode, XskOptions, XskSocket},
+    xdp::{AttachMode, XdpCounters, XdpOptions, XdpProgram, open_capture},
+    xsk::{BindMode, XskOptions},
 };
 
 /// Which kind of live source to measure.
@@ -155,9 +155,7 @@ fn open_xsk(a: &RxBenchArgs) -> Result<Opened> {
     } else {
         a.queues.clone()
     };
-    let mut prog =
-        XdpProgram::load(&XdpOptions::default()).context("cannot load the XDP program")?;
-    let opts = XskOptions {
+    let xsk = XskOptions {
         frame_count: a.umem_frames,
         frame_size: a.frame_size,
         ring_size: a.ring_size,
@@ -168,28 +166,26 @@ fn open_xsk(a: &RxBenchArgs) -> Result<Opened> {
         },
         ..XskOptions::default()
     };
-    let mut sources: Vec<Box<dyn RxSource>> = Vec::with_capacity(queues.len());
-    let mut binds = Vec::with_capacity(queues.len());
-    for &q in &queues {
-        let sock = XskSocket::open(&a.iface, q, &opts)
-            .with_context(|| format!("cannot open an AF_XDP socket on `{}` queue {q}", a.iface))?;
-        prog.register_socket(q, &sock)
-            .with_context(|| format!("cannot register the socket of queue {q}"))?;
-        binds.push(format!("queue {q} {}", sock.bind_mode()));
-        sources.push(Box::new(sock));
-    }
     let mode = match a.xdp_mode {
         XdpModeArg::Auto => AttachMode::Auto,
         XdpModeArg::Driver => AttachMode::Driver,
         XdpModeArg::Skb => AttachMode::Skb,
     };
-    let active = prog
-        .attach(&a.iface, mode)
-        .with_context(|| format!("cannot attach XDP to `{}`", a.iface))?;
+    let cap = open_capture(&a.iface, &queues, &xsk, &XdpOptions::default(), mode)
+        .context("cannot set up XDP and AF_XDP capture")?;
+    let binds: Vec<String> = queues
+        .iter()
+        .zip(&cap.sockets)
+        .map(|(q, sock)| format!("queue {q} {}", sock.bind_mode()))
+        .collect();
     Ok(Opened {
-        sources,
-        xdp: Some(prog),
-        detail: format!("XDP {active:?} mode, {}", binds.join(", ")),
+        detail: format!("XDP {:?} mode, {}", cap.mode, binds.join(", ")),
+        sources: cap
+            .sockets
+            .into_iter()
+            .map(|s| Box::new(s) as Box<dyn RxSource>)
+            .collect(),
+        xdp: Some(cap.program),
     })
 }
 
@@ -390,13 +386,7 @@ pub(crate) fn run(a: RxBenchArgs) -> Result<()> {
         "kernel_drops": drops + other + no_socket,
         "ring_full": drops,
         "other_drops": other,
-        "xdp": xdp_counters.map(|x| serde_json::json!({
-            "seen": x.seen,
-            "redirected": x.redirected,
-            "filtered": x.filtered,
-            "no_socket": x.no_socket,
-            "errors": x.errors,
-        })),
+        "xdp": xdp_counters.as_ref().map(crate::capture::xdp_status),
         "freezes": freezes,
         "active_s": span,
         "pps": if span > 0.0 { received as f64 / span } else { 0.0 },

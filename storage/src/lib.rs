@@ -10,6 +10,7 @@ mod json;
 mod partition;
 mod record;
 
+pub use partition::{civil_from_days, days_from_civil};
 pub use record::{CloseReason, DnsRecord, FlowRecord, FlowState};
 pub mod parquet;
 pub use crate::parquet::{

@@ -62,9 +62,17 @@ pub(crate) fn valid_writer_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, <https://howardhinnant.github.io/date_algorithms.html>).
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+/// The proleptic Gregorian date `(year, month 1..=12, day 1..=31)` of `days` since
+/// 1970-01-01 (negative before it), in UTC: Howard Hinnant's `civil_from_days`
+/// (<https://howardhinnant.github.io/date_algorithms.html>), so no date library is needed.
+/// Defined for `days` up to `i64::MAX - 719_468` (the shift to the algorithm's epoch of
+/// 0000-03-01 must not overflow), far beyond any nanosecond timestamp.
+///
+/// ```
+/// assert_eq!(tapvault_storage::civil_from_days(0), (1970, 1, 1));
+/// assert_eq!(tapvault_storage::civil_from_days(19_782), (2024, 2, 29));
+/// ```
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -77,8 +85,16 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// Inverse of [`civil_from_days`].
-pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+/// Days since 1970-01-01 of the proleptic Gregorian date `y-m-d`: the inverse of
+/// [`civil_from_days`] (Howard Hinnant's `days_from_civil`). `m` must be 1..=12 and `d`
+/// 1..=31; a day past the month's end (February 30) is not rejected but counts on into the
+/// next month, so callers that take dates from input check the day against the month first.
+///
+/// ```
+/// assert_eq!(tapvault_storage::days_from_civil(1969, 12, 31), -1);
+/// assert_eq!(tapvault_storage::days_from_civil(2023, 11, 14), 19_675);
+/// ```
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;

@@ -170,6 +170,20 @@ impl WorkerCounters {
         self.kernel_invalid_descs.store(s.invalid_descs, Relaxed);
         self.kernel_freezes.store(s.freezes, Relaxed);
     }
+
+    /// The source's kernel counters as last stored (read every second, and once more when
+    /// the worker ends). `received` and `received_bytes` are not kept and read 0:
+    /// [`frames`](Self::frames) and [`bytes`](Self::bytes) count what the worker got.
+    pub fn kernel(&self) -> SourceStats {
+        SourceStats {
+            received: 0,
+            received_bytes: 0,
+            ring_full: self.kernel_ring_full.load(Relaxed),
+            fill_ring_empty: self.kernel_fill_ring_empty.load(Relaxed),
+            invalid_descs: self.kernel_invalid_descs.load(Relaxed),
+            freezes: self.kernel_freezes.load(Relaxed),
+        }
+    }
 }
 
 /// Live counters of one shard.

@@ -3,7 +3,24 @@
 //! length, no-socket policy), register AF_XDP sockets per RX queue, attach it to an interface,
 //! read its per-CPU counters, detach.
 //!
-//! Typical use, for an interface with N RX queues:
+//! Typical use, for an interface with N RX queues: [`open_capture`] does it all (load,
+//! one socket per queue, register, attach), in the order that loses nothing:
+//!
+//! ```no_run
+//! # use tapvault_dataplane::live::{xdp::*, xsk::*};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cap = open_capture(
+//!     "eth1",
+//!     &[0, 1],
+//!     &XskOptions::default(),
+//!     &XdpOptions::default(),
+//!     AttachMode::Auto,
+//! )?;
+//! // Receive from cap.sockets while cap.program stays alive; detach it at the end.
+//! # Ok(()) }
+//! ```
+//!
+//! The steps one by one (what [`open_capture`] does):
 //!
 //! ```no_run
 //! # use tapvault_dataplane::live::{xdp::*, xsk::*};
@@ -19,7 +36,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::{fmt, net::IpAddr, os::fd::AsFd};
+use std::{fmt, io, net::IpAddr, os::fd::AsFd};
 
 use aya::{
     Ebpf, include_bytes_aligned,
@@ -27,6 +44,8 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use tapvault_xdp_abi as abi;
+
+use super::xsk::{XskOptions, XskSocket};
 
 /// The XDP object, aligned as aya's ELF parser needs.
 static OBJECT: &[u8] = include_bytes_aligned!("../../xdp/tapvault-xdp.bpf.o");
@@ -53,6 +72,17 @@ pub enum Error {
     /// Bad options.
     #[error("invalid XDP option: {0}")]
     Invalid(String),
+    /// An AF_XDP socket of [`open_capture`] could not be opened.
+    #[error("cannot open an AF_XDP socket on `{iface}` queue {queue}: {source}")]
+    Socket {
+        /// Interface.
+        iface: String,
+        /// RX queue.
+        queue: u32,
+        /// The socket's error (it names the step that failed).
+        #[source]
+        source: io::Error,
+    },
     /// Writing or reading a map failed.
     #[error("{what}: {source}")]
     MapIo {
@@ -548,6 +578,55 @@ impl Drop for XdpProgram {
     }
 }
 
+/// The XDP program attached to an interface and one AF_XDP socket per RX queue, as
+/// [`open_capture`] returns them.
+#[derive(Debug)]
+pub struct XdpCapture {
+    /// The program, attached. Keep it while the sockets receive: dropping it detaches it,
+    /// and [`XdpProgram::counters`] reads its counters until then.
+    pub program: XdpProgram,
+    /// One socket per queue, in the order of the `queues` given.
+    pub sockets: Vec<XskSocket>,
+    /// The mode the program is attached in.
+    pub mode: ActiveMode,
+}
+
+/// Loads the XDP program with `xdp`, opens an AF_XDP socket with `xsk` on each of `queues` of
+/// `iface` and registers it in the program's XSKMAP, then attaches the program in `mode`
+/// (everything in the calling thread's network namespace). Attaching comes last, so no frame
+/// of a listed queue meets the no-socket policy for want of a socket not yet registered. On
+/// error nothing stays attached or open.
+pub fn open_capture(
+    iface: &str,
+    queues: &[u32],
+    xsk: &XskOptions,
+    xdp: &XdpOptions,
+    mode: AttachMode,
+) -> Result<XdpCapture> {
+    if queues.is_empty() {
+        return Err(Error::Invalid(format!(
+            "no RX queue of `{iface}` to open an AF_XDP socket on"
+        )));
+    }
+    let mut program = XdpProgram::load(xdp)?;
+    let mut sockets = Vec::with_capacity(queues.len());
+    for &queue in queues {
+        let socket = XskSocket::open(iface, queue, xsk).map_err(|source| Error::Socket {
+            iface: iface.to_string(),
+            queue,
+            source,
+        })?;
+        program.register_socket(queue, &socket)?;
+        sockets.push(socket);
+    }
+    let mode = program.attach(iface, mode)?;
+    Ok(XdpCapture {
+        program,
+        sockets,
+        mode,
+    })
+}
+
 fn validate(opts: &XdpOptions) -> Result<()> {
     if opts.snap_len != 0 && opts.snap_len < abi::MIN_SNAP_LEN {
         return Err(Error::Invalid(format!(
@@ -637,6 +716,24 @@ mod tests {
         assert_eq!(mask4([10, 1, 2, 3], 0), [0, 0, 0, 0]);
         assert_eq!(mask4([10, 1, 2, 255], 30), [10, 1, 2, 252]);
         assert_eq!(mask4([10, 1, 2, 3], 32), [10, 1, 2, 3]);
+    }
+
+    /// No queue is bad input, refused before anything is loaded or opened (so no privileges
+    /// are needed to see it).
+    #[test]
+    fn open_capture_needs_a_queue() {
+        let e = open_capture(
+            "eth9",
+            &[],
+            &XskOptions::default(),
+            &XdpOptions::default(),
+            AttachMode::Auto,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid XDP option: no RX queue of `eth9` to open an AF_XDP socket on"
+        );
     }
 
     #[test]
