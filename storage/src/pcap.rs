@@ -65,10 +65,15 @@
 //! journal beside it, `.<writer-id>-<seq>.journal.tmp`: a header (magic `TVPCAPJL`, version
 //! u32 = 1, link type u32, snap length u32), then per frame one record (payload length u32,
 //! CRC-32 u32, payload = the frame's index entry as above). A frame's journal record is
-//! written before the frame itself. [`SegmentWriter::seal_frame`] turns pending packets into
-//! complete frames and [`SegmentWriter::sync`] `fdatasync`s segment then journal;
-//! [`PacketStore`](crate::PacketStore) calls both every flush interval (default 1 s), so a
-//! crash loses at most the packets of the last interval.
+//! written before the frame itself. The writer hands frames, journal records and padding to
+//! an I/O thread of its own, in order, through a bounded queue (the compressing thread
+//! never waits for the kernel unless the disk falls behind).
+//! [`SegmentWriter::seal_frame`] turns pending packets into complete frames and waits until
+//! they are written (in the page cache: a killed process loses none of them), and
+//! [`SegmentWriter::sync`] starts an `fdatasync` of segment then journal, after waiting for
+//! the one it started last time; [`PacketStore`](crate::PacketStore) calls both every flush
+//! interval (default 1 s). So a killed process loses at most the packets of the last
+//! interval, and a power loss at most those of the last two.
 //!
 //! When a segment is finished (it rolled, or the writer was flushed or closed) the seek table
 //! is appended and the file synced, the index written as `.<final-name>.idx.tmp` and synced,

@@ -20,10 +20,12 @@
 //!
 //! Every flush interval (default 1 s) a tick seals the packets written since the last one
 //! into complete zstd frames, writes them and their journal entries (see
-//! [`crate::pcap`]), and `fdatasync`s segment and journal; flow records are appended to the
-//! flow log (see [`crate::parquet`]) and it is `fdatasync`ed. So a SIGKILL or a power loss
-//! loses at most what was written in the last flush interval (plus the lateness of the
-//! tick), and [`recover_store`] turns what is on disk into published files.
+//! [`crate::pcap`]), and starts an `fdatasync` of segment and journal on the writer's I/O
+//! thread (the tick waits for the previous interval's, so packets count as durable one
+//! interval later); flow records are appended to the flow log (see [`crate::parquet`]) and
+//! it is `fdatasync`ed. So a SIGKILL loses at most what was written in the last flush
+//! interval (plus the lateness of the tick), a power loss at most the packets of the last
+//! two, and [`recover_store`] turns what is on disk into published files.
 //!
 //! # A full disk
 //!
@@ -266,6 +268,8 @@ pub struct PacketStore {
     last_space_check_ns: Option<i64>,
     /// Time of the oldest packet written since the last sync.
     unsynced_oldest: Option<i64>,
+    /// Packets the sync in flight makes durable (the writer's syncs complete one call late).
+    sync_covers: Option<u64>,
     /// Segments given up after an error, with the packets written to them, waiting for
     /// [`recover_segment`].
     deferred: Vec<(PathBuf, u64)>,
@@ -299,6 +303,7 @@ impl PacketStore {
             last_sync_ns: None,
             last_space_check_ns: None,
             unsynced_oldest: None,
+            sync_covers: None,
             deferred: Vec::new(),
             probation: None,
         })
@@ -366,7 +371,12 @@ impl PacketStore {
             if due {
                 self.last_sync_ns = Some(now_ns);
                 match self.w.seal_frame().and_then(|()| self.w.sync()) {
-                    Ok(()) => self.synced(),
+                    Ok(()) => {
+                        // This sync completes at the next call; the previous one is done.
+                        let covers = self.stats.packets_written - self.w.pending_packets() as u64;
+                        let done = self.sync_covers.replace(covers);
+                        self.durable(done.unwrap_or(self.stats.packets_durable));
+                    }
                     Err(e) => {
                         self.fail(&e);
                         self.next_retry_ns = now_ns + self.opts.retry_interval_ns;
@@ -411,8 +421,16 @@ impl PacketStore {
                 .is_some_and(|f| f < self.opts.min_free_bytes)
     }
 
+    /// Everything written is durable but the writer's pending packets (a segment was
+    /// published: its files are synced).
     fn synced(&mut self) {
-        self.stats.packets_durable = self.stats.packets_written - self.w.pending_packets() as u64;
+        self.sync_covers = None;
+        self.durable(self.stats.packets_written - self.w.pending_packets() as u64);
+    }
+
+    /// The first `durable` packets written are durable.
+    fn durable(&mut self, durable: u64) {
+        self.stats.packets_durable = self.stats.packets_durable.max(durable);
         if self.w.pending_packets() == 0 {
             self.unsynced_oldest = None;
         }
@@ -456,6 +474,7 @@ impl PacketStore {
         if let Some(seg) = self.w.abandon_segment() {
             self.deferred.push(seg);
         }
+        self.sync_covers = None;
         self.unsynced_oldest = None;
         self.recover_deferred();
         let msg = chain(e);

@@ -71,6 +71,8 @@ pub(crate) struct Io {
     thread: Option<JoinHandle<()>>,
     /// Capacity of a new buffer when the pool is empty.
     buf_capacity: usize,
+    /// Answers when the last [`sync`](Self::sync) is done.
+    in_flight: Option<Receiver<()>>,
 }
 
 impl Io {
@@ -89,6 +91,7 @@ impl Io {
             failure,
             thread: Some(thread),
             buf_capacity,
+            in_flight: None,
         })
     }
 
@@ -106,26 +109,34 @@ impl Io {
         self.send(Cmd::Write(target.clone(), buf))
     }
 
-    /// Waits until everything queued is written (in the page cache), then `fdatasync`s
-    /// `targets` in order. Fails with the first error of any command so far.
-    pub(crate) fn sync(&self, targets: Vec<Target>) -> Result<()> {
+    /// Queues an `fdatasync` of `targets` (in order) after everything queued so far, having
+    /// first waited for the previous one to finish: when this returns, what was queued
+    /// before the previous call is durable. Fails with the first error of any command so
+    /// far (the previous sync's included).
+    pub(crate) fn sync(&mut self, targets: Vec<Target>) -> Result<()> {
+        if let Some(previous) = self.in_flight.take() {
+            let _ = previous.recv();
+        }
+        self.check()?;
         let (done, wait) = bounded(1);
         self.send(Cmd::Sync(targets, done))?;
-        let _ = wait.recv();
-        self.check()
+        self.in_flight = Some(wait);
+        Ok(())
     }
 
-    /// Waits until everything queued is done. Fails with the first error so far.
-    pub(crate) fn barrier(&self) -> Result<()> {
+    /// Waits until everything queued is done (a sync in flight included). Fails with the
+    /// first error so far.
+    pub(crate) fn barrier(&mut self) -> Result<()> {
         let (done, wait) = bounded(1);
         self.send(Cmd::Barrier(done))?;
         let _ = wait.recv();
+        self.in_flight = None;
         self.check()
     }
 
     /// Waits until everything queued is done, and forgets an error: the writer gave up the
     /// files it concerned.
-    pub(crate) fn reset(&self) {
+    pub(crate) fn reset(&mut self) {
         let _ = self.barrier();
         *self.failure.error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.failure.failed.store(false, Ordering::Release);

@@ -299,6 +299,19 @@ impl SegmentWriter {
         compressor
             .set_parameter(CParameter::CompressionLevel(options.zstd_level))
             .map_err(|_| PcapError::InvalidOption("zstd_level out of range"))?;
+        if options.zstd_level == 1 {
+            // Without a source size, zstd picks a level's parameters from the input of the
+            // first flush, a block of ~128 KiB here, so level 1 gets the row for inputs up to
+            // 256 KiB: a 16 Ki-entry (64 KiB) hash table and 6-byte matches. Frames hold
+            // ~400 KiB. An 8 Ki-entry table (level 1's for large inputs) with 5-byte matches
+            // compressed ~9 % faster at the same ratio on the bulk capture (BENCHMARKS.md,
+            // "Packet spill").
+            for p in [CParameter::HashLog(13), CParameter::MinMatch(5)] {
+                compressor
+                    .set_parameter(p)
+                    .map_err(zstd_error("set the compressor's parameters for", &root))?;
+            }
+        }
 
         let io = Io::start(format!("pcap-io-{writer_id}"), TSHARK_BLOCK + 4096)
             .map_err(PcapError::io("start the I/O thread for", &root))?;
@@ -405,14 +418,19 @@ impl SegmentWriter {
         self.io.barrier()
     }
 
-    /// Makes what was written to the open segment durable: `fdatasync` of the segment, then
-    /// of its journal (so a journal entry that survives a power loss points at a frame that
-    /// survived too). Call [`seal_frame`](Self::seal_frame) first to include pending packets.
+    /// Makes what was written to the open segment durable, one call behind: starts an
+    /// `fdatasync` of the segment, then of its journal (so a journal entry that survives a
+    /// power loss points at a frame that survived too), on the I/O thread, after waiting
+    /// for the one the previous call started. So when this returns, the frames sealed
+    /// before the previous call are durable, and the compressing thread never waits for the
+    /// disk while it has a flush interval's worth of time to spare. Call
+    /// [`seal_frame`](Self::seal_frame) first to include pending packets.
     pub fn sync(&mut self) -> Result<()> {
         let Some(seg) = &self.segment else {
             return self.io.barrier();
         };
-        self.io.sync(vec![seg.file.clone(), seg.journal.clone()])
+        let targets = vec![seg.file.clone(), seg.journal.clone()];
+        self.io.sync(targets)
     }
 
     /// Packets written but not yet in a complete frame (lost if the process dies now).
