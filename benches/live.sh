@@ -40,6 +40,13 @@
 #   CAPTURE_CPUS=$RX_CPU  CPUs of the whole `tapvault capture` process (taskset; its worker is
 #                      pinned to RX_CPU); RX_CPU alone gives it the one core every other receiver
 #                      gets
+#   RX_KERNEL=sender   where the kernel's receive work runs. `sender` (veth's default): in the
+#                      sending CPU's softirq, so the receiver's CPU only reads rings and the
+#                      sender is usually the limit. `receiver`: on RX_CPU, as a NIC's interrupt
+#                      and NAPI would be: RPS steers AF_PACKET delivery there (rps_cpus of the
+#                      receiving veth), and veth's NAPI (the XDP program and the copy into the
+#                      UMEM) runs threaded, its kernel thread pinned to RX_CPU once attached.
+#                      The receiver then pays for its kernel work, and the sender outruns it.
 #   DATA_ROOT=DIR      where tcpdump and capture write (default: a tmpfs directory under /dev/shm,
 #                      so the disk is not what is measured); removed after each trial
 set -euo pipefail
@@ -57,6 +64,8 @@ BUFFER_MB=${BUFFER_MB:-32}
 UMEM_FRAMES=${UMEM_FRAMES:-4096}
 XDP_MODE=${XDP_MODE:-auto}
 CAPTURE_CPUS=${CAPTURE_CPUS:-$RX_CPU}
+RX_KERNEL=${RX_KERNEL:-sender}
+case "$RX_KERNEL" in sender | receiver) ;; *) echo "live.sh: RX_KERNEL must be sender or receiver, not '$RX_KERNEL'" >&2; exit 2 ;; esac
 
 [ "$(id -u)" = 0 ] || { echo "live.sh: needs root (namespaces, veth, packet sockets)" >&2; exit 1; }
 for t in ip tcpdump taskset jq; do
@@ -95,6 +104,27 @@ done
 ip link add "$V_TX" netns "$NS_TX" type veth peer name "$V_RX" netns "$NS_RX"
 ip -n "$NS_TX" link set "$V_TX" up
 ip -n "$NS_RX" link set "$V_RX" up
+if [ "$RX_KERNEL" = receiver ]; then
+    ip netns exec "$NS_RX" sh -c "printf '%x' $((1 << RX_CPU)) > /sys/class/net/$V_RX/queues/rx-0/rps_cpus"
+fi
+
+# pin_napi: with RX_KERNEL=receiver, once the receiver is ready: makes the receiving veth's NAPI
+# threaded (it exists only while an XDP program is attached, so this fails harmlessly for the
+# AF_PACKET receivers, which RPS serves) and pins its kernel threads (named napi/<dev>-<id>, cut
+# to 15 characters) to RX_CPU. Prints how many it pinned.
+pin_napi() {
+    [ "$RX_KERNEL" = receiver ] || return 0
+    ip netns exec "$NS_RX" sh -c "echo 1 > /sys/class/net/$V_RX/threaded" 2>/dev/null || true
+    local prefix pid comm n=0
+    prefix=$(printf '%.15s' "napi/$V_RX")
+    while read -r pid comm; do
+        if [ "${comm#"$prefix"}" != "$comm" ] || [ "$comm" = "$prefix" ]; then
+            taskset -pc "$RX_CPU" "$pid" >/dev/null
+            n=$((n + 1))
+        fi
+    done < <(ps -e -o pid=,comm=)
+    echo "$n"
+}
 
 mkdir -p "$OUT"
 {
@@ -103,7 +133,7 @@ mkdir -p "$OUT"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
     echo "tapvault: $TAPVAULT ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "tcpdump: $(tcpdump --version 2>&1 | head -1)"
-    echo "settings: SIZES='$SIZES' MODES='$MODES' STEP_SECONDS=$STEP_SECONDS STEPS=$STEPS FLOWS=$FLOWS TX_CPU=$TX_CPU RX_CPU=$RX_CPU BUFFER_MB=$BUFFER_MB UMEM_FRAMES=$UMEM_FRAMES XDP_MODE=$XDP_MODE CAPTURE_CPUS=$CAPTURE_CPUS"
+    echo "settings: SIZES='$SIZES' MODES='$MODES' STEP_SECONDS=$STEP_SECONDS STEPS=$STEPS FLOWS=$FLOWS TX_CPU=$TX_CPU RX_CPU=$RX_CPU BUFFER_MB=$BUFFER_MB UMEM_FRAMES=$UMEM_FRAMES XDP_MODE=$XDP_MODE CAPTURE_CPUS=$CAPTURE_CPUS RX_KERNEL=$RX_KERNEL"
     echo "data root: $DATA_ROOT ($(stat -f -c %T "$DATA_ROOT"))"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/env.txt"
@@ -138,6 +168,7 @@ rxbench_trial() {
     PIDS+=("$rx")
     wait_for "$err" "rxbench: ready" || return 2
     grep -q "^rxbench: ready" "$SCRATCH/seen.$src" 2>/dev/null || grep "rxbench: ready" "$err" | tee "$SCRATCH/seen.$src" >&2
+    echo "  napi threads pinned: $(pin_napi)" >&2
     local b
     b=$(blast "$size" "$pps")
     wait "$rx"
@@ -201,6 +232,7 @@ capture_trial() {
     local cap=$!
     PIDS+=("$cap")
     wait_for "$err" "capturing from" || return 2
+    pin_napi >/dev/null
     local t0 b t1
     t0=$(cpu_ticks "$cap")
     b=$(blast "$size" "$pps")

@@ -252,8 +252,9 @@ pub(crate) fn xdp_status(c: &XdpCounters) -> tapvault_api::XdpCounters {
 }
 
 /// A source's kernel counters, and the frames its worker dropped at the hand-off to the
-/// shards, as the API's drop counters (AF_PACKET ring freezes go to `kernel`). The volume
-/// counters (`received`, `received_bytes`) are the queue's packets and bytes, not drops.
+/// shards, as the API's drop counters. Not drops, so not here: the volume counters
+/// (`received`, `received_bytes`: the queue's packets and bytes) and AF_PACKET ring freezes
+/// (`QueueStatus::ring_freezes`). No source reports drops for `kernel`, which stays 0.
 fn queue_drops(kernel: &SourceStats, handoff_dropped: u64) -> QueueDrops {
     let SourceStats {
         received: _,
@@ -261,10 +262,9 @@ fn queue_drops(kernel: &SourceStats, handoff_dropped: u64) -> QueueDrops {
         ring_full,
         fill_ring_empty,
         invalid_descs,
-        freezes,
+        freezes: _,
     } = *kernel;
     let mut d = QueueDrops::default();
-    d.kernel = freezes;
     d.ring_full = ring_full;
     d.fill_ring_empty = fill_ring_empty;
     d.invalid_descs = invalid_descs;
@@ -323,7 +323,7 @@ pub(crate) fn report_json(
         "kernel_ring_full": drops.ring_full,
         "kernel_fill_ring_empty": drops.fill_ring_empty,
         "kernel_invalid_descs": drops.invalid_descs,
-        "kernel_freezes": drops.kernel,
+        "kernel_freezes": r.source.freezes,
         "flows_created": r.flows.flows_created,
         "records": r.flows.records,
         "evictions": r.flows.evictions,
@@ -519,7 +519,9 @@ impl StatusSource for LiveStatus {
             q.queue = i as u32;
             q.packets = w.frames.load(Relaxed);
             q.bytes = w.bytes.load(Relaxed);
-            q.drops = queue_drops(&w.kernel(), w.handoff_dropped.load(Relaxed));
+            let kernel = w.kernel();
+            q.drops = queue_drops(&kernel, w.handoff_dropped.load(Relaxed));
+            q.ring_freezes = kernel.freezes;
             s.queues.push(q);
         }
         for (i, sh) in self.stats.shards.iter().enumerate() {

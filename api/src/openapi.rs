@@ -56,6 +56,7 @@ fn status_schema() -> Value {
     let q = obj(json!({
         "interface": {"type": "string"}, "queue": int, "packets": int, "bytes": int,
         "drops": obj(json!({"kernel": int, "ring_full": int, "fill_ring_empty": int, "invalid_descs": int, "handoff_full": int})),
+        "ring_freezes": int,
     }));
     let sh = obj(json!({
         "shard": int, "packets": int, "flows_active": int, "flows_capacity": int,

@@ -71,13 +71,19 @@ pub struct QueueStatus {
     pub bytes: u64,
     /// Drops by stage.
     pub drops: QueueDrops,
+    /// AF_PACKET: times the kernel froze the ring because user space left it full
+    /// (`tp_freeze_q_cnt`). Not drops: frames that found the ring full are in
+    /// `drops.ring_full`.
+    pub ring_freezes: u64,
 }
 
 /// A queue's drops, by the stage that dropped (`XDP_STATISTICS` and ours).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct QueueDrops {
-    /// `rx_dropped`: dropped by the kernel for other reasons.
+    /// Dropped by the kernel for reasons the other stages do not name. Neither source
+    /// reports such drops today (AF_XDP's `rx_dropped` counts the fill ring's, which are
+    /// in `fill_ring_empty`; AF_PACKET's `tp_drops` are `ring_full`), so it reads 0.
     pub kernel: u64,
     /// `rx_ring_full`: the RX ring was full (user space too slow).
     pub ring_full: u64,
@@ -340,6 +346,14 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
         &s.queues,
         q,
         |x| x.bytes as f64,
+    );
+    f.each(
+        "tapvault_queue_ring_freezes_total",
+        "counter",
+        "AF_PACKET ring freezes per queue (the ring was full; not drops).",
+        &s.queues,
+        q,
+        |x| x.ring_freezes as f64,
     );
     f.head(
         "tapvault_queue_drops_total",
