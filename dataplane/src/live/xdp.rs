@@ -346,46 +346,55 @@ impl XdpProgram {
         Ok(p)
     }
 
+    /// Inserts one address family's network rules (prefix length, masked address, action)
+    /// into the LPM trie `name`; returns whether there was any.
+    fn load_trie<const N: usize>(
+        &mut self,
+        name: &'static str,
+        rules: impl Iterator<Item = (u8, [u8; N], u32)>,
+    ) -> Result<bool> {
+        let mut trie: LpmTrie<&mut MapData, [u8; N], u32> = LpmTrie::try_from(
+            self.ebpf
+                .map_mut(name)
+                .ok_or_else(|| map_err(name, "missing"))?,
+        )
+        .map_err(|e| map_err(name, e))?;
+        let mut any = false;
+        for (prefix_len, addr, action) in rules {
+            trie.insert(&Key::new(u32::from(prefix_len), addr), action, 0)
+                .map_err(io_err(format!(
+                    "cannot add the rule for {}/{prefix_len}",
+                    fmt_addr(addr)
+                )))?;
+            any = true;
+        }
+        Ok(any)
+    }
+
     fn configure(&mut self, opts: &XdpOptions) -> Result<()> {
         let f = &opts.filter;
         let mut flags = abi::FLAG_CONFIGURED;
-        {
-            let mut net4: LpmTrie<&mut MapData, [u8; 4], u32> = LpmTrie::try_from(
-                self.ebpf
-                    .map_mut(abi::MAP_NET4)
-                    .ok_or_else(|| map_err(abi::MAP_NET4, "missing"))?,
-            )
-            .map_err(|e| map_err(abi::MAP_NET4, e))?;
-            for r in &f.nets {
-                if let IpAddr::V4(a) = r.addr {
-                    let key = Key::new(u32::from(r.prefix_len), mask4(a.octets(), r.prefix_len));
-                    net4.insert(&key, r.action.abi(), 0)
-                        .map_err(io_err(format!(
-                            "cannot add the rule for {}/{}",
-                            a, r.prefix_len
-                        )))?;
-                    flags |= abi::FLAG_NET4_RULES;
-                }
-            }
+        let v4 = f.nets.iter().filter_map(|r| match r.addr {
+            IpAddr::V4(a) => Some((
+                r.prefix_len,
+                mask4(a.octets(), r.prefix_len),
+                r.action.abi(),
+            )),
+            IpAddr::V6(_) => None,
+        });
+        if self.load_trie(abi::MAP_NET4, v4)? {
+            flags |= abi::FLAG_NET4_RULES;
         }
-        {
-            let mut net6: LpmTrie<&mut MapData, [u8; 16], u32> = LpmTrie::try_from(
-                self.ebpf
-                    .map_mut(abi::MAP_NET6)
-                    .ok_or_else(|| map_err(abi::MAP_NET6, "missing"))?,
-            )
-            .map_err(|e| map_err(abi::MAP_NET6, e))?;
-            for r in &f.nets {
-                if let IpAddr::V6(a) = r.addr {
-                    let key = Key::new(u32::from(r.prefix_len), mask6(a.octets(), r.prefix_len));
-                    net6.insert(&key, r.action.abi(), 0)
-                        .map_err(io_err(format!(
-                            "cannot add the rule for {}/{}",
-                            a, r.prefix_len
-                        )))?;
-                    flags |= abi::FLAG_NET6_RULES;
-                }
-            }
+        let v6 = f.nets.iter().filter_map(|r| match r.addr {
+            IpAddr::V6(a) => Some((
+                r.prefix_len,
+                mask6(a.octets(), r.prefix_len),
+                r.action.abi(),
+            )),
+            IpAddr::V4(_) => None,
+        });
+        if self.load_trie(abi::MAP_NET6, v6)? {
+            flags |= abi::FLAG_NET6_RULES;
         }
         {
             let mut ports: Array<&mut MapData, u32> = Array::try_from(
@@ -685,6 +694,17 @@ fn validate(opts: &XdpOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An address of 4 or 16 bytes as text, for messages.
+fn fmt_addr<const N: usize>(a: [u8; N]) -> String {
+    if let Ok(b) = <[u8; 4]>::try_from(&a[..]) {
+        std::net::Ipv4Addr::from(b).to_string()
+    } else if let Ok(b) = <[u8; 16]>::try_from(&a[..]) {
+        std::net::Ipv6Addr::from(b).to_string()
+    } else {
+        format!("{a:?}")
+    }
 }
 
 fn mask4(mut a: [u8; 4], prefix: u8) -> [u8; 4] {

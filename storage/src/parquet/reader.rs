@@ -48,37 +48,8 @@ pub fn read_flows_with_stats(
 ) -> Result<(Vec<FlowRecord>, ReadStats)> {
     let mut stats = ReadStats::default();
     let mut out = Vec::new();
-    if from_ns > to_ns {
-        return Ok((out, stats));
-    }
-    let from_hour = i128::from(from_ns).div_euclid(i128::from(HOUR_NS));
-    let flows = flows_dir(root);
-    if !flows.is_dir() {
-        return Ok((out, stats));
-    }
-    for (date_path, day) in sorted_entries(&flows, parse_date_dir)
-        .map_err(Error::io("read directory", flows.as_path()))?
-    {
-        // The day's last hour ends before `from`.
-        if i128::from(day) * 24 + 23 < from_hour {
-            continue;
-        }
-        for (hour_path, hh) in sorted_entries(&date_path, parse_hour_dir)
-            .map_err(Error::io("read directory", date_path.as_path()))?
-        {
-            if i128::from(day) * 24 + i128::from(hh) < from_hour {
-                continue;
-            }
-            for (file_path, start) in sorted_entries(&hour_path, parse_file_name)
-                .map_err(Error::io("read directory", hour_path.as_path()))?
-            {
-                if start > to_ns {
-                    stats.files_skipped += 1;
-                    continue;
-                }
-                read_file(&file_path, from_ns, to_ns, &mut out, &mut stats)?;
-            }
-        }
+    for file_path in candidate_files(root, from_ns, to_ns, &mut stats)? {
+        read_file(&file_path, from_ns, to_ns, &mut out, &mut stats)?;
     }
     Ok((out, stats))
 }
