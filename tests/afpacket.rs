@@ -21,7 +21,7 @@ use tapvault_dataplane::live::{
     afpacket::{AfPacketOptions, AfPacketSource, AfPacketTx, Fanout, FanoutMode, TxOptions},
 };
 
-use crate::util::analyze_json;
+use crate::util::{analyze_json, sh};
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -44,19 +44,6 @@ fn privileged(test: &str) -> bool {
         return false;
     }
     true
-}
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Two namespaces joined by a veth pair, `a` in `ns_a` and `b` in `ns_b`, IPv6 off (so the
@@ -85,9 +72,9 @@ impl Pair {
         };
         assert!(p.a.len() <= 15, "interface name {} too long", p.a);
         for ns in [p.ns_a.clone(), p.ns_b.clone()] {
-            run(&["ip", "netns", "add", &ns]);
+            sh(&["ip", "netns", "add", &ns]);
             p.created.push(ns.clone());
-            run(&[
+            sh(&[
                 "ip",
                 "netns",
                 "exec",
@@ -98,12 +85,12 @@ impl Pair {
                 "net.ipv6.conf.default.disable_ipv6=1",
             ]);
         }
-        run(&[
+        sh(&[
             "ip", "link", "add", &p.a, "netns", &p.ns_a, "type", "veth", "peer", "name", &p.b,
             "netns", &p.ns_b,
         ]);
-        run(&["ip", "-n", &p.ns_a, "link", "set", &p.a, "up"]);
-        run(&["ip", "-n", &p.ns_b, "link", "set", &p.b, "up"]);
+        sh(&["ip", "-n", &p.ns_a, "link", "set", &p.a, "up"]);
+        sh(&["ip", "-n", &p.ns_b, "link", "set", &p.b, "up"]);
         p
     }
 
@@ -528,7 +515,7 @@ fn blaster_tcp_is_clean_for_the_analyzer() {
     // before stopping tcpdump, or the last frames stay unread ("received by filter" but not
     // "captured").
     std::thread::sleep(Duration::from_millis(1500));
-    run(&["kill", "-INT", &td.id().to_string()]);
+    sh(&["kill", "-INT", &td.id().to_string()]);
     let out = td.wait_with_output().expect("tcpdump exits");
     let summary = String::from_utf8_lossy(&out.stderr);
     let sent = read_pcap(&sent_pcap);

@@ -147,3 +147,17 @@ pub(crate) fn tshark() -> Option<PathBuf> {
     eprintln!("SKIPPED: tshark is not installed; run scripts/test.sh to install it");
     None
 }
+
+/// Runs a command (stdin closed) and panics with its stderr unless it succeeds.
+pub(crate) fn sh(args: &[&str]) {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

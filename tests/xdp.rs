@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::util::sh;
 use tapvault_dataplane::live::{
     RxSource,
     sys::{NetnsGuard, RawSender, pin_to_cpu, realtime_ns},
@@ -47,18 +48,6 @@ fn privileged() -> bool {
         return false;
     }
     true
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Two namespaces joined by a veth pair: `cap` (capture side) and `peer` (sender side).
