@@ -355,7 +355,15 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         // poll runs, so the order of a flow's two directions across queues is not the
         // wire's at the microsecond level; only order-free fields are comparable.
         let order_free = a.queues > 1;
-        let cmp = compare::compare(&live, &sink.0, order_free);
+        // The live store's packets, as one capture, to measure how the two captures'
+        // stamps of the same frames differ: that bounds how far time fields may differ.
+        let (live_pcap, _) = tapvault_storage::pcap::read_packets(&data, i64::MIN, i64::MAX, None)
+            .context("reading the live store's packets")?;
+        let live_pcap_path = dir.join("live.pcap");
+        std::fs::write(&live_pcap_path, live_pcap)
+            .with_context(|| format!("cannot write `{}`", live_pcap_path.display()))?;
+        let skew = compare::StampSkew::measure(&live_pcap_path, &pcap)?;
+        let cmp = compare::compare(&live, &sink.0, order_free, skew.tolerance_us());
         differences = cmp.differences.len();
         std::fs::write(
             dir.join("compare.json"),
@@ -364,7 +372,7 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         writeln!(
             out,
             "compare: live {} flows, tcpdump + analyze {} flows, {} matched, {} differences \
-             ({} fields, times within {} us; {} multicast flow(s) not compared)",
+             ({} fields, times within {:.0} us; {} multicast flow(s) not compared)",
             live.len(),
             sink.0.len(),
             cmp.matched,
@@ -374,8 +382,14 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
             } else {
                 "all"
             },
-            compare::TIME_TOLERANCE_US,
+            cmp.tolerance_us,
             cmp.ignored
+        )?;
+        writeln!(
+            out,
+            "  stamps: {} frame(s) in both captures ({} live only, {} reference only), \
+             live - tcpdump {:.0}..{:.0} us",
+            skew.paired, skew.unpaired.0, skew.unpaired.1, skew.min_us, skew.max_us
         )?;
         for d in cmp.differences.iter().take(20) {
             writeln!(out, "  {d}")?;

@@ -7,10 +7,20 @@
 //! stamp each frame independently (the XDP program or the AF_PACKET ring on one side,
 //! tcpdump's ring on the other), so timestamps, latencies and the flow id (which hashes the
 //! first-seen time) may differ by the stamping jitter. Time fields (`*_ns`, `*_us`) must
-//! agree within [`TIME_TOLERANCE_US`].
+//! agree within a tolerance measured on the two captures themselves ([`StampSkew`]): every
+//! frame is paired with its copy in the other capture, and a time field can differ by at
+//! most the largest gap between a frame's two stamps (an absolute time) or the spread of
+//! those gaps (a difference of two stamps, such as an RTT). The floor is
+//! [`TIME_TOLERANCE_US`].
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    hash::{BuildHasher, RandomState},
+    path::Path,
+};
 
+use anyhow::{Context, Result};
+use tapvault_dataplane::source::CaptureFile;
 use tapvault_storage::FlowRecord;
 
 /// Flows to multicast groups (IPv6 MLD reports and router solicitations the lab's own
@@ -22,8 +32,75 @@ fn is_multicast_noise(r: &FlowRecord) -> bool {
         .is_ok_and(|a| a.is_multicast())
 }
 
-/// How far two time fields may differ, microseconds.
+/// The least two time fields may differ by, microseconds (the floor of
+/// [`StampSkew::tolerance_us`]).
 pub(crate) const TIME_TOLERANCE_US: f64 = 1000.0;
+
+/// How the two captures' stamps of the same frames differ: `live - reference` for every
+/// frame found in both (paired by content, in order among identical frames).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct StampSkew {
+    /// Frames found in both captures.
+    pub(crate) paired: usize,
+    /// Frames of the live capture without a copy in the reference, and the reverse.
+    pub(crate) unpaired: (usize, usize),
+    /// Smallest and largest `live - reference`, microseconds (0 when nothing paired).
+    pub(crate) min_us: f64,
+    pub(crate) max_us: f64,
+}
+
+impl StampSkew {
+    /// Pairs the frames of `live` with those of `reference` (both capture files tapvault
+    /// reads) by their bytes.
+    pub(crate) fn measure(live: &Path, reference: &Path) -> Result<StampSkew> {
+        let hasher = RandomState::new();
+        let mut stamps: HashMap<u64, VecDeque<i64>> = HashMap::new();
+        let mut file = CaptureFile::open(reference)
+            .with_context(|| format!("cannot open `{}`", reference.display()))?;
+        let mut reference_frames = 0;
+        while let Some(f) = file.next_frame()? {
+            reference_frames += 1;
+            let h = hasher.hash_one(f.data);
+            stamps.entry(h).or_default().push_back(f.ts_ns);
+        }
+        let mut file =
+            CaptureFile::open(live).with_context(|| format!("cannot open `{}`", live.display()))?;
+        let (mut paired, mut live_only) = (0, 0);
+        let (mut min, mut max) = (i64::MAX, i64::MIN);
+        while let Some(f) = file.next_frame()? {
+            let h = hasher.hash_one(f.data);
+            match stamps.get_mut(&h).and_then(VecDeque::pop_front) {
+                Some(t) => {
+                    paired += 1;
+                    let d = f.ts_ns - t;
+                    min = min.min(d);
+                    max = max.max(d);
+                }
+                None => live_only += 1,
+            }
+        }
+        if paired == 0 {
+            (min, max) = (0, 0);
+        }
+        Ok(StampSkew {
+            paired,
+            unpaired: (live_only, reference_frames - paired),
+            min_us: min as f64 / 1e3,
+            max_us: max as f64 / 1e3,
+        })
+    }
+
+    /// How far a time field may differ, microseconds: the largest gap between a frame's two
+    /// stamps bounds an absolute time (first or last seen), the spread of the gaps bounds a
+    /// difference of two stamps (an RTT, a duration), and never less than
+    /// [`TIME_TOLERANCE_US`].
+    pub(crate) fn tolerance_us(&self) -> f64 {
+        let largest = self.min_us.abs().max(self.max_us.abs());
+        TIME_TOLERANCE_US
+            .max(largest)
+            .max(self.max_us - self.min_us)
+    }
+}
 
 /// The result of a comparison.
 pub(crate) struct Comparison {
@@ -33,6 +110,8 @@ pub(crate) struct Comparison {
     pub(crate) ignored: usize,
     /// Readable differences, one per field (or per unmatched flow).
     pub(crate) differences: Vec<String>,
+    /// How far time fields were allowed to differ, microseconds.
+    pub(crate) tolerance_us: f64,
 }
 
 impl Comparison {
@@ -40,7 +119,7 @@ impl Comparison {
         serde_json::json!({
             "matched": self.matched,
             "ignored_multicast": self.ignored,
-            "time_tolerance_us": TIME_TOLERANCE_US,
+            "time_tolerance_us": self.tolerance_us,
             "differences": self.differences,
         })
     }
@@ -57,7 +136,12 @@ fn is_time(field: &str) -> bool {
     field.ends_with("_ns") || field.ends_with("_us")
 }
 
-fn close_enough(field: &str, a: &serde_json::Value, b: &serde_json::Value) -> bool {
+fn close_enough(
+    field: &str,
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    tolerance_us: f64,
+) -> bool {
     if a == b {
         return true;
     }
@@ -65,7 +149,7 @@ fn close_enough(field: &str, a: &serde_json::Value, b: &serde_json::Value) -> bo
         return false;
     };
     let us = if field.ends_with("_ns") { 1e3 } else { 1.0 };
-    (x - y).abs() / us <= TIME_TOLERANCE_US
+    (x - y).abs() / us <= tolerance_us
 }
 
 /// The fields that do not depend on the order in which a flow's frames were analysed:
@@ -90,11 +174,12 @@ pub(crate) const ORDER_FREE: &[&str] = &[
 ];
 
 /// Compares `live` with `reference`: every field, or with `order_free` only
-/// [`ORDER_FREE`] (and the time fields, within the tolerance).
+/// [`ORDER_FREE`] (and the time fields), time fields within `tolerance_us`.
 pub(crate) fn compare(
     live: &[FlowRecord],
     reference: &[FlowRecord],
     order_free: bool,
+    tolerance_us: f64,
 ) -> Comparison {
     let mut groups: BTreeMap<String, (Vec<&FlowRecord>, Vec<&FlowRecord>)> = BTreeMap::new();
     for r in live {
@@ -107,6 +192,7 @@ pub(crate) fn compare(
         matched: 0,
         ignored: 0,
         differences: Vec::new(),
+        tolerance_us,
     };
     for (k, (mut l, mut r)) in groups {
         l.sort_by_key(|x| x.first_seen_ns);
@@ -141,7 +227,7 @@ pub(crate) fn compare(
                 }
                 let vb = &b[field.as_str()];
                 let same = if is_time(field) {
-                    close_enough(field, va, vb)
+                    close_enough(field, va, vb, tolerance_us)
                 } else {
                     va == vb
                 };
@@ -176,7 +262,12 @@ mod tests {
         let a = rec(1000, 1_000_000_000);
         let mut b = rec(1000, 1_000_400_000);
         b.flow_id = "different".into();
-        let c = compare(std::slice::from_ref(&a), std::slice::from_ref(&b), false);
+        let c = compare(
+            std::slice::from_ref(&a),
+            std::slice::from_ref(&b),
+            false,
+            1000.0,
+        );
         assert_eq!(
             (c.matched, c.differences.len()),
             (1, 0),
@@ -185,20 +276,79 @@ mod tests {
         );
         b.retransmissions = 1;
         assert_eq!(
-            compare(std::slice::from_ref(&a), std::slice::from_ref(&b), false)
-                .differences
-                .len(),
+            compare(
+                std::slice::from_ref(&a),
+                std::slice::from_ref(&b),
+                false,
+                1000.0
+            )
+            .differences
+            .len(),
             1
         );
         b.retransmissions = 0;
         b.first_seen_ns += 2_000_000;
         assert_eq!(
-            compare(std::slice::from_ref(&a), &[b], false)
+            compare(std::slice::from_ref(&a), &[b.clone()], false, 1000.0)
                 .differences
                 .len(),
             1
         );
-        let c = compare(&[a.clone(), rec(1001, 0)], &[a], false);
+        // A measured skew of 3 ms admits it.
+        assert!(
+            compare(std::slice::from_ref(&a), &[b.clone()], false, 3000.0)
+                .differences
+                .is_empty()
+        );
+        let c = compare(
+            &[a.clone(), rec(1001, 0)],
+            std::slice::from_ref(&a),
+            false,
+            1000.0,
+        );
         assert_eq!(c.differences.len(), 1, "{:?}", c.differences);
+    }
+
+    /// A microsecond pcap of `(time_us, bytes)` records.
+    fn pcap(path: &Path, frames: &[(i64, &[u8])]) {
+        let mut out = Vec::new();
+        for v in [0xa1b2_c3d4_u32, 0x0004_0002, 0, 0, 65535, 1] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for (t, data) in frames {
+            let len = data.len() as u32;
+            for v in [(t / 1_000_000) as u32, (t % 1_000_000) as u32, len, len] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(data);
+        }
+        std::fs::write(path, out).unwrap();
+    }
+
+    #[test]
+    fn skew_pairs_frames_by_content_and_in_order() {
+        let dir = std::env::temp_dir().join(format!("tapvault-skew-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (live, reference) = (dir.join("live.pcap"), dir.join("ref.pcap"));
+        let (x, y, z) = (&[1u8; 60][..], &[2u8; 60][..], &[3u8; 60][..]);
+        // Two identical frames `x` pair in order; `z` is only in the reference, `y` in
+        // live is stamped 2.5 ms late and the second `x` 0.5 ms early.
+        pcap(&live, &[(10_000, x), (20_000, y), (29_500, x)]);
+        pcap(
+            &reference,
+            &[(10_000, x), (17_500, y), (25_000, z), (30_000, x)],
+        );
+        let s = StampSkew::measure(&live, &reference).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            s,
+            StampSkew {
+                paired: 3,
+                unpaired: (0, 1),
+                min_us: -500.0,
+                max_us: 2500.0,
+            }
+        );
+        assert_eq!(s.tolerance_us(), 3000.0);
     }
 }
