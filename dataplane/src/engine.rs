@@ -114,7 +114,8 @@ impl ChanSink {
     fn flush(&mut self) {
         if !self.buf.is_empty() {
             // The receiver only goes away if the output thread panicked; nothing to do then.
-            let _ = self.tx.send(std::mem::take(&mut self.buf));
+            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(256));
+            let _ = self.tx.send(full);
         }
     }
 }
@@ -148,15 +149,21 @@ enum Dispatch {
 }
 
 impl Dispatch {
+    /// Processes or queues the descriptor in `d`, if any (taking it when queued).
     #[inline]
-    fn send(&mut self, d: PacketDesc) {
+    fn send(&mut self, d: &mut Option<PacketDesc>) {
         match self {
-            Dispatch::Inline { table, sink } => table.process(&d, sink),
+            Dispatch::Inline { table, sink } => {
+                if let Some(d) = d {
+                    table.process(d, sink);
+                }
+            }
             Dispatch::Threads {
                 txs,
                 recycle,
                 batches,
             } => {
+                let Some(d) = d.take() else { return };
                 let s = FlowKey::shard(d.hash, txs.len());
                 let b = &mut batches[s];
                 b.push(d);
@@ -456,15 +463,17 @@ fn read_all(
         health.frames += 1;
         health.bytes += u64::from(frame.orig_len);
         let mut flow = 0u64;
-        if let Some(d) = dec.frame(
+        // Borrowed, not moved out of the `Option`: a move copies the 136-byte descriptor.
+        let mut desc = dec.frame(
             frame_no,
             frame.linktype,
             frame.ts_ns,
             frame.orig_len,
             frame.data,
-        ) {
+        );
+        if let Some(d) = &desc {
             flow = d.hash;
-            dispatch.send(d);
+            dispatch.send(&mut desc);
         }
         if let Some(s) = spill.as_deref_mut() {
             s.packet(
