@@ -593,8 +593,19 @@ fn xdp_multi_queue_veth_spreads_over_two_sockets() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert!(link().contains("prog/xdp"), "attached: {}", link());
+    // A queue held by a live socket stays busy: `open` waits for it, bounded, then says so.
+    let t = Instant::now();
+    let busy = XskSocket::open(&lab.cap, 0, &small_socket_opts()).expect_err("queue 0 is held");
+    assert_eq!(busy.kind(), std::io::ErrorKind::ResourceBusy, "{busy}");
+    assert!(
+        t.elapsed() >= tapvault_dataplane::live::xsk::BUSY_WAIT,
+        "returned after {:?}",
+        t.elapsed()
+    );
     prog.detach().expect("detach");
     drop((prog, socks));
+    // Reopening queue 0 right after its socket closed works (the kernel frees the old
+    // binding asynchronously: `open` waits out the moment the queue still reads busy).
     let e = open_capture(
         &lab.cap,
         &[0, 5],

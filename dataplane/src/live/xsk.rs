@@ -179,6 +179,9 @@ impl fmt::Debug for XskSocket {
     }
 }
 
+/// How long [`XskSocket::open`] waits for a busy queue to be released.
+pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn errno(e: xdpilone::Errno, what: &str, iface: &str, queue: u32) -> io::Error {
     let os = io::Error::from_raw_os_error(e.get_raw());
     io::Error::new(
@@ -190,8 +193,29 @@ fn errno(e: xdpilone::Errno, what: &str, iface: &str, queue: u32) -> io::Error {
 impl XskSocket {
     /// Opens a socket on RX queue `queue` of `iface` (in the calling thread's network
     /// namespace), fills its fill ring and binds it.
+    ///
+    /// A queue that is busy (EBUSY) is retried for up to [`BUSY_WAIT`]: the kernel releases a
+    /// closed socket's hold on its queue asynchronously (the buffer pool is freed from a
+    /// work queue), so a socket reopened right after one closed, as on a quick restart, can
+    /// find the queue busy for a moment. A queue held by a live socket stays busy, and the
+    /// error is returned after the wait.
     pub fn open(iface: &str, queue: u32, opts: &XskOptions) -> io::Result<Self> {
         validate(opts)?;
+        let deadline = std::time::Instant::now() + BUSY_WAIT;
+        loop {
+            match Self::open_once(iface, queue, opts) {
+                Err(e)
+                    if e.kind() == io::ErrorKind::ResourceBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn open_once(iface: &str, queue: u32, opts: &XskOptions) -> io::Result<Self> {
         match opts.bind {
             BindMode::ZeroCopy => Self::open_mode(iface, queue, opts, ActiveBind::ZeroCopy),
             BindMode::Copy => Self::open_mode(iface, queue, opts, ActiveBind::Copy),
