@@ -394,6 +394,13 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         for d in cmp.differences.iter().take(20) {
             writeln!(out, "  {d}")?;
         }
+        for d in cmp.reclassified.iter().take(20) {
+            writeln!(
+                out,
+                "  {d} (accepted: retransmissions + out_of_order equal; the split depends on \
+                 stamp timing)"
+            )?;
+        }
     }
     writeln!(
         out,
