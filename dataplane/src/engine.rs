@@ -462,8 +462,8 @@ fn read_all(
         frame_no += 1;
         health.frames += 1;
         health.bytes += u64::from(frame.orig_len);
-        let mut flow = 0u64;
-        // Borrowed, not moved out of the `Option`: a move copies the 136-byte descriptor.
+        // Handed over in its `Option`, not moved out of it: a move copies the 136-byte
+        // descriptor.
         let mut desc = dec.frame(
             frame_no,
             frame.linktype,
@@ -471,10 +471,8 @@ fn read_all(
             frame.orig_len,
             frame.data,
         );
-        if let Some(d) = &desc {
-            flow = d.hash;
-            dispatch.send(&mut desc);
-        }
+        let flow = desc.as_ref().map_or(0, |d| d.hash);
+        dispatch.send(&mut desc);
         if let Some(s) = spill.as_deref_mut() {
             s.packet(
                 frame.linktype,
