@@ -397,6 +397,11 @@ impl FrameDecoder {
         orig_len: u32,
         data: &[u8],
     ) -> Option<PacketDesc> {
+        let fast = crate::flow::fast::descriptor(frame_no, ts_ns, orig_len, linktype, data);
+        if fast.is_some() {
+            self.ip_packets += 1;
+            return fast;
+        }
         match decode::decode(linktype, data) {
             Decoded::Ip(p) if matches!(p.transport, Transport::Fragment) => {
                 self.ip_packets += 1;

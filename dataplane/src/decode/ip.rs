@@ -11,7 +11,7 @@ const V4_MAPPED: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 
 
 /// An IPv4 address in IPv4-mapped IPv6 form.
 #[inline(always)]
-pub(super) fn mapped(a: &[u8]) -> [u8; 16] {
+pub(crate) fn mapped(a: &[u8]) -> [u8; 16] {
     let mut m = V4_MAPPED;
     if let (Some(dst), Some(src)) = (m.get_mut(12..16), a.get(..4)) {
         dst.copy_from_slice(src);

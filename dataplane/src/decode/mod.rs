@@ -369,6 +369,9 @@ pub fn decode(linktype: LinkType, frame: &[u8]) -> Decoded<'_> {
     }
 }
 
+pub(crate) use ip::mapped as ipv4_mapped;
+pub(crate) use transport::tcp_options;
+
 /// Maximum number of encapsulation headers followed before [`Malformed::TooDeep`].
 pub const MAX_ENCAP_LAYERS: u8 = walk::MAX_ENCAP_LAYERS;
 

@@ -1478,12 +1478,154 @@ fn check(d: Decoded<'_>, frame: &[u8]) {
     }
 }
 
+/// Where the fast path answers, the general decoder must decode the frame to TCP and the
+/// descriptor built from it must equal the fast path's.
+fn check_fast(lt: LinkType, frame: &[u8]) -> bool {
+    use crate::flow::desc::PacketDesc;
+    let Some(f) = crate::flow::fast::descriptor(7, 8, 9, lt, frame) else {
+        return false;
+    };
+    let Decoded::Ip(p) = decode(lt, frame) else {
+        panic!(
+            "fast path took {frame:02x?}, the decoder gives {:?}",
+            decode(lt, frame)
+        );
+    };
+    assert!(matches!(p.transport, Transport::Tcp(_)), "{frame:02x?}");
+    assert_eq!(f, PacketDesc::from_packet(7, 8, 9, &p), "{frame:02x?}");
+    true
+}
+
+/// Frames for the fast path beyond the corpus: plain Ethernet IPv6, IPv4 total length 0 and
+/// IPv6 payload length 0 (GSO captures), a payload beyond the snap length, a DNS port.
+fn fast_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut tso4 = eth(0x0800, &tcp4());
+    tso4[16..18].copy_from_slice(&[0, 0]);
+    let mut gso6 = eth(0x86dd, &tcp6());
+    gso6[18..20].copy_from_slice(&[0, 0]);
+    let mut snapped = eth(0x0800, &ipv4(6, &tcp(1, 2, tcp_flags::ACK, &[], &[7; 100])));
+    snapped.truncate(60);
+    let ts = [1, 1, 8, 10, 0, 0, 1, 2, 0, 0, 3, 4];
+    vec![
+        ("eth6", eth(0x86dd, &tcp6())),
+        (
+            "nop_nop_ts",
+            eth(0x0800, &ipv4(6, &tcp(1, 2, tcp_flags::ACK, &ts, b"abc"))),
+        ),
+        ("vlan6", eth(0x8100, &cat(&[&vlan_tag(7, 0x86dd), &tcp6()]))),
+        ("tso4", tso4),
+        ("gso6", gso6),
+        ("snapped", snapped),
+        (
+            "dns_tcp",
+            eth(
+                0x0800,
+                &ipv4(6, &tcp(5353, 40000, tcp_flags::ACK, &[], b"x")),
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn fast_path_takes_ordinary_tcp_and_nothing_else() {
+    let e = LinkType::ETHERNET;
+    let mut seeds = fast_seeds();
+    seeds.extend(
+        corpus()
+            .into_iter()
+            .filter(|c| c.1 == e)
+            .map(|c| (c.0, c.2)),
+    );
+    let taken: Vec<&str> = seeds
+        .iter()
+        .filter(|(_, f)| check_fast(e, f))
+        .map(|(name, _)| *name)
+        .collect();
+    assert_eq!(
+        taken,
+        [
+            "eth6",
+            "nop_nop_ts",
+            "vlan6",
+            "tso4",
+            "gso6",
+            "snapped",
+            "eth_padded",
+            "vlan",
+            "tcp_opts",
+            "tcp_sack"
+        ]
+    );
+    // Other link types always take the general path.
+    for (name, lt, f) in corpus() {
+        assert!(lt == e || !check_fast(lt, &f), "{name}");
+    }
+}
+
+#[test]
+fn fast_path_agrees_on_mutated_frames() {
+    // Mutate the headers of frames the fast path takes (and a few it declines), byte by byte
+    // and several bytes at a time, truncated or not: wherever it still answers, it must agree
+    // with the general decoder. It must also keep answering for most of them (else this test
+    // would pass with a fast path that never runs).
+    let mut rng = XorShift(7);
+    let e = LinkType::ETHERNET;
+    let mut seeds = fast_seeds();
+    seeds.extend(
+        [
+            "eth_padded",
+            "vlan",
+            "tcp_opts",
+            "tcp_sack",
+            "qinq",
+            "v6_ext",
+            "v4_opts_frag",
+        ]
+        .iter()
+        .filter_map(|n| corpus().into_iter().find(|c| c.0 == *n))
+        .map(|c| (c.0, c.2)),
+    );
+    let (mut tried, mut taken) = (0u32, 0u32);
+    for (_, f) in &seeds {
+        let mut g = f.clone();
+        for i in 0..f.len().min(120) {
+            for v in [0x00, 0xff, f[i] ^ 0x80, f[i] ^ 0x01, f[i].wrapping_add(4)] {
+                g[i] = v;
+                for n in [g.len(), g.len().saturating_sub(7), i + 1] {
+                    tried += 1;
+                    taken += u32::from(check_fast(e, &g[..n]));
+                }
+            }
+            g[i] = f[i];
+        }
+        for _ in 0..3000 {
+            let mut g = f.clone();
+            for _ in 0..(1 + rng.next() % 3) {
+                let i = (rng.next() as usize) % g.len().min(100);
+                g[i] = match rng.next() % 4 {
+                    0 => 0,
+                    1 => 0xff,
+                    _ => rng.next() as u8,
+                };
+            }
+            let n = (rng.next() as usize) % (g.len() + 1);
+            tried += 2;
+            taken += u32::from(check_fast(e, &g[..n])) + u32::from(check_fast(e, &g));
+        }
+    }
+    assert!(
+        taken * 5 > tried,
+        "fast path took only {taken} of {tried} mutated frames"
+    );
+}
+
 #[test]
 fn every_prefix_decodes_without_panic() {
     for (name, lt, f) in corpus() {
         for n in 0..=f.len() {
             let d = decode(lt, &f[..n]);
             check(d, &f[..n]);
+            check_fast(lt, &f[..n]);
             if n < 4 {
                 assert!(matches!(d, Decoded::Malformed(_)), "{name}[..{n}]: {d:?}");
             }
@@ -1515,6 +1657,7 @@ fn random_bytes_for_all_link_types() {
         }
         for lt in ALL_LINKTYPES {
             check(decode(lt, &buf[..len]), &buf[..len]);
+            check_fast(lt, &buf[..len]);
         }
     }
 }

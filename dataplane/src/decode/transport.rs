@@ -106,7 +106,7 @@ fn tcp(l4: &[u8], l4_len: usize) -> Result<(TcpHeader, &[u8]), Malformed> {
 /// Parses TCP options. A malformed length (below 2 or past the header) stops parsing; a known
 /// option with an unexpected length is skipped.
 #[inline]
-pub(super) fn tcp_options(mut o: &[u8]) -> TcpOptions {
+pub(crate) fn tcp_options(mut o: &[u8]) -> TcpOptions {
     let mut opts = TcpOptions::default();
     loop {
         let (kind, rest) = match o {

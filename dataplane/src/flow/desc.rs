@@ -80,7 +80,7 @@ pub enum Kind {
 }
 
 /// One packet as a flow shard needs it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PacketDesc {
     /// Frame number in the source, from 1 (for per-frame diagnostics).
     pub frame_no: u64,

@@ -2,6 +2,7 @@
 
 pub mod desc;
 mod dns;
+pub mod fast;
 pub mod key;
 pub mod table;
 pub mod tcp;

@@ -208,8 +208,13 @@ impl UnackedList {
                 u.seq = ack;
             }
         } else {
+            // The general rule, which also finds out whether what remains is in order again
+            // (once the retransmitted segment that broke the order is acknowledged), so the
+            // next ACK can take the fast path.
+            let mut sorted = true;
+            let mut prev: Option<(u32, u32)> = None;
             self.segs.retain_mut(|u| {
-                if ack == u.nextseq {
+                let keep = if ack == u.nextseq {
                     rtt.get_or_insert(ts - u.ts);
                     false
                 } else if gt(ack, u.seq) && le(ack, u.nextseq) {
@@ -217,11 +222,18 @@ impl UnackedList {
                     true
                 } else {
                     gt(u.nextseq, ack)
+                };
+                if keep {
+                    if let Some((seq, nextseq)) = prev
+                        && !(le(seq, u.seq) && le(nextseq, u.nextseq))
+                    {
+                        sorted = false;
+                    }
+                    prev = Some((u.seq, u.nextseq));
                 }
+                keep
             });
-            if self.segs.is_empty() {
-                self.sorted = true;
-            }
+            self.sorted = sorted;
         }
         rtt
     }
@@ -851,6 +863,7 @@ mod tests {
             x ^= x << 17;
             x
         };
+        let mut resorted = 0;
         for round in 0..200 {
             let mut fast = UnackedList::default();
             let mut slow = UnackedList::default();
@@ -877,7 +890,9 @@ mod tests {
                     slow.sorted = false;
                 } else {
                     let ack = next.wrapping_sub((rnd() % 6000) as u32);
+                    let was_sorted = fast.sorted;
                     assert_eq!(fast.ack(ack, t + 1), slow.ack(ack, t + 1));
+                    resorted += u32::from(!was_sorted && fast.sorted && !fast.segs.is_empty());
                     slow.sorted = false;
                     let f: Vec<_> = fast.segs.iter().map(|u| (u.seq, u.nextseq)).collect();
                     let s: Vec<_> = slow.segs.iter().map(|u| (u.seq, u.nextseq)).collect();
@@ -885,5 +900,7 @@ mod tests {
                 }
             }
         }
+        // The general rule hands the list back to the fast path once it is in order again.
+        assert!(resorted > 100, "back in order only {resorted} times");
     }
 }
