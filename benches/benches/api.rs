@@ -22,7 +22,7 @@ use tapvault_api::{ApiOptions, ApiServer, NoCapture};
 use tapvault_dataplane::flow::{key::FlowKey, table::flow_id};
 use tapvault_storage::{
     CloseReason, FlowParquetWriter, FlowRecord, FlowState, SegmentOptions, SegmentWriter,
-    WriterOptions,
+    WriterOptions, pcap::read_packets,
 };
 
 const NS: i64 = 1_000_000_000;
@@ -421,7 +421,8 @@ fn main() {
         generate_flows(&root);
         std::fs::write(&flows_done, b"").expect("marker");
     }
-    let pcap_done = root.join(".pcap-complete-v2");
+    // v3: segments in the layout whose frames may cross block boundaries.
+    let pcap_done = root.join(".pcap-complete-v3");
     if !pcap_done.exists() {
         eprintln!("generating packet segments into {} (once)", root.display());
         let _ = std::fs::remove_dir_all(root.join("pcap"));
@@ -568,5 +569,22 @@ fn main() {
         assert_eq!(pos, b.len());
         format!("{n} packets, {} bytes", b.len())
     });
+    // The same extraction through the reader, for what it reads (issue 3: only the frames
+    // whose flow list holds the flow).
+    let hash = FlowKey::of_record(&target).expect("key").hash64();
+    let started = Instant::now();
+    let (bytes, stats) = read_packets(&root, target.first_seen_ns, target.last_seen_ns, Some(hash))
+        .expect("read_packets");
+    println!(
+        "read_packets, one flow: {} bytes out in {:.0} ms; {} frames read, {:.1} MB compressed \
+         read of {:.2} GB of segments ({:.3} %); {:?}",
+        bytes.len(),
+        started.elapsed().as_secs_f64() * 1e3,
+        stats.frames_read,
+        stats.compressed_bytes_read as f64 / 1e6,
+        pcap_bytes as f64 / 1e9,
+        stats.compressed_bytes_read as f64 * 100.0 / pcap_bytes as f64,
+        stats
+    );
     srv.shutdown().expect("shutdown");
 }

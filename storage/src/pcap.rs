@@ -31,13 +31,19 @@
 //! (+3) read buffer instead of at the read position, and reads everything after as
 //! uncompressed data when it is not there ("File has 919617253-byte packet"). Later
 //! versions fix this. So that `tshark -r` reads a segment as it is, the writer lays frames
-//! out in blocks of 131 075 bytes: every block starts with a zstd frame, no frame crosses a
-//! block boundary (a frame that would is cut short, so frames also end at block
-//! boundaries), and the few bytes a block has left are padding, a skippable frame listed in
-//! the seek table with a decompressed size of 0 (an empty 9-byte zstd frame precedes the
-//! seek table when it would start a block). On ordinary traffic the padding costs under
-//! 1 % of the file; on incompressible jumbo packets up to several percent. This assumes
-//! Wireshark's buffer size, which is larger on file systems whose block size exceeds it.
+//! out in blocks of 131 075 bytes: every block starts with a zstd frame, or lies inside a
+//! frame that ends exactly on a later block boundary. A frame either stays in its block
+//! (ending on the boundary or some bytes before it, the rest being padding: a skippable
+//! frame listed in the seek table with a decompressed size of 0) or crosses boundaries and
+//! ends exactly on one, its last bytes being empty zstd blocks (raw or RLE blocks of size 0,
+//! compressed blocks without literals or sequences) that decompress to nothing. On a busy
+//! link frames cross boundaries and hold about `frame_max_bytes` (zstd's compression, per
+//! frame, needs that much history to compress well); on a slow one they end on time and
+//! keep to their block, since a frame that crosses a boundary and then ends on time pads up
+//! to the next one. An empty 9-byte zstd frame precedes the seek table when it would start
+//! a block. On ordinary traffic the padding costs under 1 % of the file; on incompressible
+//! jumbo packets up to a few percent. This assumes Wireshark's buffer size, which is
+//! larger on file systems whose block size exceeds it.
 //! For the same reason a record must fit in a block uncompressed, which bounds the snap
 //! length to [`MAX_SNAP_LEN`].
 //!

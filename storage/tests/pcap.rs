@@ -260,33 +260,79 @@ fn parse_seek_table(file: &[u8]) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// Bytes of the empty blocks (raw or RLE of size 0, compressed of 2 bytes: no literals, no
+/// sequences) that pad the end of the zstd frame `frame`.
+fn inner_padding_bytes(frame: &[u8]) -> usize {
+    let fhd = frame[4];
+    let single = (fhd >> 5) & 1;
+    let dict = [0, 1, 2, 4][usize::from(fhd & 3)];
+    let fcs = [usize::from(single), 2, 4, 8][usize::from(fhd >> 6)];
+    let mut at = 5 + (1 - usize::from(single)) + dict + fcs;
+    let mut padding = 0;
+    loop {
+        let h = u32::from_le_bytes([frame[at], frame[at + 1], frame[at + 2], 0]);
+        let (last, kind, size) = (h & 1 == 1, (h >> 1) & 3, (h >> 3) as usize);
+        let body = if kind == 1 { 1 } else { size };
+        let empty = match kind {
+            0 | 1 => size == 0,
+            _ => size == 2 && frame[at + 3..at + 5] == [0, 0],
+        };
+        if empty {
+            padding += 3 + body;
+        } else {
+            padding = 0;
+        }
+        at += 3 + body;
+        if last {
+            assert_eq!(at, frame.len(), "a frame ends with its last block");
+            return padding;
+        }
+    }
+}
+
 /// Checks the layout Wireshark 4.0 needs (see the `pcap` module docs), from the seek table
-/// alone: where a frame ends (other than the file), the 131 075-byte block holding that
-/// position starts with a zstd frame and has at least 4 bytes left, or the frame ends on a
-/// block boundary and a zstd frame starts there.
-fn assert_wireshark_layout(file: &[u8], table: &[(u32, u32)]) {
+/// alone: a frame that crosses a 131 075-byte block boundary ends exactly on a later one;
+/// where another frame ends (other than the file), the block holding that position starts
+/// with a zstd frame and has at least 4 bytes left, or the frame ends on a block boundary;
+/// and a zstd frame starts on every boundary a frame ends on. Returns how many frames cross
+/// a boundary.
+fn assert_wireshark_layout(file: &[u8], table: &[(u32, u32)]) -> usize {
     const BLOCK: usize = 131_075;
     let is_zstd = |at: usize| file[at..at + 4] == [0x28, 0xb5, 0x2f, 0xfd];
     let mut starts = std::collections::BTreeSet::new();
-    let mut ends = Vec::new();
     let mut offset = 0usize;
     for &(c, _) in table {
         starts.insert(offset);
         offset += c as usize;
-        ends.push(offset);
     }
-    for &e in &ends {
-        let block = e / BLOCK * BLOCK;
-        assert!(
-            starts.contains(&block),
-            "block {block} starts inside a frame"
-        );
+    let mut crossing = 0;
+    let mut offset = 0usize;
+    for &(c, _) in table {
+        let (s, e) = (offset, offset + c as usize);
+        offset = e;
+        if s / BLOCK != (e - 1) / BLOCK {
+            crossing += 1;
+            assert!(
+                is_zstd(s),
+                "frame {s}..{e} crosses a boundary and is not zstd"
+            );
+            assert_eq!(
+                e % BLOCK,
+                0,
+                "frame {s}..{e} crosses a boundary, ends inside a block"
+            );
+        }
         if e % BLOCK == 0 {
             assert!(
                 is_zstd(e),
                 "frame at {e} (a block start) is not a zstd frame"
             );
         } else {
+            let block = e / BLOCK * BLOCK;
+            assert!(
+                starts.contains(&block),
+                "block {block} starts inside a frame"
+            );
             assert!(
                 is_zstd(block),
                 "block {block} does not start with a zstd frame"
@@ -297,6 +343,7 @@ fn assert_wireshark_layout(file: &[u8], table: &[(u32, u32)]) {
             );
         }
     }
+    crossing
 }
 
 #[test]
@@ -431,18 +478,30 @@ fn tshark_reads_a_stored_segment_as_is() {
 /// tshark, zstd and the reader must all see every packet, and padding must cost little.
 #[test]
 fn large_segments_span_many_blocks_and_stay_readable() {
-    // Typical traffic: padding costs well under 1 %.
-    assert!(large_segment(false) < 0.01);
+    // Typical traffic: padding costs well under 1 %. On a slow link (packets up to 8 ms
+    // apart) frames end on time and keep to a block; on a busy one (1 us apart) they grow
+    // to `frame_max_bytes` across block boundaries.
+    let (overhead, crossing, frame_bytes) = large_segment(false, false);
+    assert!(overhead < 0.01 && crossing == 0, "{overhead} {crossing}");
+    assert!(frame_bytes < 300_000, "{frame_bytes}");
+    let (overhead, crossing, frame_bytes) = large_segment(false, true);
+    assert!(overhead < 0.01 && crossing > 10, "{overhead} {crossing}");
+    assert!((700_000..2_100_000).contains(&frame_bytes), "{frame_bytes}");
     // Worst case: incompressible jumbo packets leave gaps they do not fit in.
-    assert!(large_segment(true) < 0.08);
+    assert!(large_segment(true, false).0 < 0.08);
+    assert!(large_segment(true, true).0 < 0.08);
 }
 
-/// Writes, checks and returns the share of the file that is not data frames.
-fn large_segment(mixed: bool) -> f64 {
+/// Writes and checks a segment; returns the share of the file that is not data frames, the
+/// frames that cross a block boundary and the frames' mean uncompressed size.
+fn large_segment(mixed: bool, busy: bool) -> (f64, usize, usize) {
     let dir = TempDir::new("blocks");
     let mut pkts = packets(if mixed { 12_000 } else { 40_000 }, T0, 0..0);
     let mut x: u64 = 0x1234_5678_9abc_def1;
     for (i, p) in pkts.iter_mut().enumerate() {
+        if busy {
+            p.ts = T0 + i as i64 * 1_000;
+        }
         if mixed && (i % 7 == 0 || i % 1000 == 999) {
             let len = if i % 1000 == 999 { 200_000 } else { 9000 };
             p.data = (0..len)
@@ -463,14 +522,24 @@ fn large_segment(mixed: bool) -> f64 {
     let file = fs::read(seg).unwrap();
     assert!(file.len() > 20 * 131_075, "{}", file.len());
     let table = parse_seek_table(&file);
-    assert_wireshark_layout(&file, &table);
+    let crossing = assert_wireshark_layout(&file, &table);
     let index = SegmentReader::open(seg).unwrap().index().clone();
     let data: u64 = index
         .frames
         .iter()
         .map(|f| u64::from(f.compressed_size))
         .sum();
-    let overhead = (file.len() as u64 - data) as f64 / file.len() as f64;
+    // Padding is skippable frames between data frames, and empty zstd blocks that end the
+    // data frames that cross a block boundary.
+    let inner: usize = index
+        .frames
+        .iter()
+        .map(|f| {
+            let at = f.offset as usize;
+            inner_padding_bytes(&file[at..at + f.compressed_size as usize])
+        })
+        .sum();
+    let overhead = (file.len() as u64 - data + inner as u64) as f64 / file.len() as f64;
     let snap = 130_048usize;
     let expected: Vec<Vec<u8>> = pkts.iter().map(|p| record(p, snap)).collect();
     assert!(parse_pcap(&zstd_d(seg)).2 == expected, "zstd -d differs");
@@ -480,12 +549,19 @@ fn large_segment(mixed: bool) -> f64 {
         assert_eq!(numbers.len(), pkts.len());
         assert_eq!(numbers.last(), Some(&(pkts.len() as u64)));
     }
+    let frame_bytes = index
+        .frames
+        .iter()
+        .map(|f| f.decompressed_size as usize)
+        .sum::<usize>()
+        / index.frames.len();
     eprintln!(
-        "mixed {mixed}: {} bytes, {} frames, padding and seek table {overhead:.4}",
+        "mixed {mixed} busy {busy}: {} bytes, {} frames ({crossing} crossing a boundary, \
+         {frame_bytes} bytes on average), padding and seek table {overhead:.4}",
         file.len(),
         index.frames.len()
     );
-    overhead
+    (overhead, crossing, frame_bytes)
 }
 
 #[test]

@@ -174,10 +174,23 @@ fn full_disk_pauses_packets_keeps_flows_and_resumes() {
     .run_once(ts)
     .unwrap();
     assert!(freed.pcap.files_deleted > 0);
-    ts += 2 * SEC;
-    packets.tick(ts);
-    flows.tick(ts);
-    assert_eq!(packets.current_stats().paused, None);
+    // A write that failed on the I/O thread while the disk was still full (after a
+    // resumption on the little space recovering the abandoned segment freed) shows at the
+    // next sync, and pauses again; the retry after it resumes.
+    for _ in 0..3 {
+        ts += 2 * SEC;
+        packets.tick(ts);
+        flows.tick(ts);
+        if packets.current_stats().paused.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        packets.current_stats().paused,
+        None,
+        "{:?}",
+        packets.current_stats()
+    );
     // Logged once the first packets after it are on disk.
     assert_eq!(count(&lines, "pcap spill resumed"), 0);
     let before = packets.current_stats().segments_published;

@@ -34,8 +34,10 @@ pub struct SegmentOptions {
     /// Bytes of each packet kept; the rest is cut and the record's caplen says so (its
     /// original length is kept). 1 to [`MAX_SNAP_LEN`], the default.
     pub snap_len: u32,
-    /// Uncompressed pcap bytes after which a zstd frame ends (it can end earlier, at a block
-    /// boundary: see the [module docs](crate::pcap)). Default 1 MiB.
+    /// Uncompressed pcap bytes after which a zstd frame ends. A frame that stays in one
+    /// block of the layout can end earlier, at the block's end; one that crosses block
+    /// boundaries ends at one, holding about this much (see the [module docs](crate::pcap)).
+    /// Default 1 MiB.
     pub frame_max_bytes: usize,
     /// A frame ends before a packet that would make it span this much time or more.
     /// Default 1 s.
@@ -168,6 +170,9 @@ pub struct SegmentWriter {
     done_len: usize,
     /// Bytes written to segment files since the writer was made.
     bytes_written: u64,
+    /// Block boundaries the open frame may cross (0: it stays in its block). A frame that
+    /// crosses one ends exactly on a later one (see [`TSHARK_BLOCK`]).
+    extra_blocks: usize,
     /// The thread that writes and syncs the segment files (see [`Io`]).
     io: Io,
 }
@@ -201,10 +206,13 @@ struct Rec {
 /// next frame's magic number at the start of its buffer rather than at the read position
 /// (fixed in later versions), and reads everything after as uncompressed data if it is not
 /// there. So that `tshark -r` reads a segment as it is, the writer lays frames out in blocks of
-/// this size: every block starts with a zstd frame, no frame crosses a block boundary, and a
-/// frame ends either on a boundary or at least [`MIN_PAD`] bytes before one. The rest of a
-/// block is padding (a skippable frame, listed in the seek table with a decompressed size of
-/// 0), so blocks cost at most [`MIN_TAIL`] bytes each; a frame that would not fit ends early.
+/// this size: every block starts with a zstd frame or lies inside a frame that ends exactly
+/// on a later boundary. A frame that stays in its block ends on its boundary or at least
+/// [`MIN_PAD`] bytes before it, the rest of the block being padding (a skippable frame,
+/// listed in the seek table with a decompressed size of 0, so blocks cost at most
+/// [`MIN_TAIL`] bytes each). A frame that crosses a boundary ends exactly on one, filled up
+/// with empty zstd blocks ([`inner_padding`]); see [`SegmentWriter::make_room`] for when a
+/// frame does.
 pub(crate) const TSHARK_BLOCK: usize = 131_075;
 /// The smallest padding: a skippable frame header.
 const MIN_PAD: usize = 8;
@@ -221,6 +229,22 @@ const BLOCK_MAX: usize = 128 << 10;
 /// A frame ends once less than this is left in its block after a flush (smaller blocks
 /// would cost more than the padding they save).
 const END_TAIL: usize = 512;
+/// A frame that crosses a block boundary ends with empty zstd blocks that fill it up to
+/// the next boundary (see [`inner_padding`]): at least a 3-byte last block.
+const INNER_PAD_MIN: usize = 3;
+/// A frame that crosses block boundaries admits records while they are expected to compress
+/// no worse than this many times its ratio so far...
+const SPECULATIVE_MARGIN: f64 = 1.25;
+/// ...plus this for the flush's block headers and entropy tables...
+const SPECULATIVE_FLUSH_COST: usize = 512;
+/// ...while at least this much of its space is left (small flushes compress worse).
+const SPECULATIVE_MIN_ROOM: usize = 16 << 10;
+/// A frame takes a block beyond its first only once it holds this many packets.
+const MIN_EXTEND_PACKETS: usize = 16;
+/// A frame longer than this many times [`SegmentOptions::frame_max_bytes`] admits records
+/// only on the worst case, so it ends when its space is full: the bound on frames whose
+/// data compresses much worse, late in the frame, than it did early.
+const FRAME_HARD_FACTOR: usize = 2;
 
 /// The most bytes a frame can take if it ends after its `pending` uncompressed bytes are
 /// compressed, when `produced` compressed bytes of it are already out.
@@ -232,6 +256,47 @@ const END_TAIL: usize = 512;
 fn frame_bound(produced: usize, pending: usize) -> usize {
     let header = if produced == 0 { FRAME_HEADER_MAX } else { 0 };
     produced + header + pending + BLOCK_HEADER * (pending / BLOCK_MAX + 2)
+}
+
+/// Appends `len` (at least [`INNER_PAD_MIN`]) bytes of empty zstd blocks that end the frame
+/// being written: empty raw (3 bytes), RLE (4) and compressed (5: no literals, no
+/// sequences) blocks, the last one flagged as such. They decompress to nothing.
+fn inner_padding(out: &mut Vec<u8>, len: usize) {
+    // Block header: bit 0 last, bits 1-2 type (0 raw, 1 RLE, 2 compressed), then the size.
+    const RAW: [u8; 3] = [0x00, 0x00, 0x00];
+    const RLE: [u8; 4] = [0x02, 0x00, 0x00, 0x00];
+    const COMPRESSED: [u8; 5] = [0x14, 0x00, 0x00, 0x00, 0x00];
+    debug_assert!(len >= INNER_PAD_MIN);
+    let (mut body, last): (usize, &[u8]) = match len {
+        4 => (0, &[0x03, 0x00, 0x00, 0x00]),
+        5 => (0, &[0x15, 0x00, 0x00, 0x00, 0x00]),
+        // 3, or at least 6: a body of 0 or at least 3 bytes.
+        _ => (len.saturating_sub(3), &[0x01, 0x00, 0x00]),
+    };
+    while body > 5 {
+        out.extend_from_slice(&RAW);
+        body -= RAW.len();
+    }
+    match body {
+        3 => out.extend_from_slice(&RAW),
+        4 => out.extend_from_slice(&RLE),
+        5 => out.extend_from_slice(&COMPRESSED),
+        _ => {}
+    }
+    out.extend_from_slice(last);
+}
+
+/// The space of a frame that may cross `extra_blocks` block boundaries when `rem` bytes are
+/// left in its block: how far it may reach, and how much of that its data may take (the
+/// rest is for the padding that ends it).
+fn frame_space(extra_blocks: usize, rem: usize) -> (usize, usize) {
+    match extra_blocks {
+        0 => (rem, rem.saturating_sub(MIN_PAD)),
+        n => {
+            let limit = rem + n * TSHARK_BLOCK;
+            (limit, limit - INNER_PAD_MIN)
+        }
+    }
 }
 
 /// Bytes from `offset` to the next block boundary (a full block at a boundary).
@@ -333,6 +398,7 @@ impl SegmentWriter {
             done_recs: 0,
             done_len: 0,
             bytes_written: 0,
+            extra_blocks: 0,
         })
     }
 
@@ -371,7 +437,9 @@ impl SegmentWriter {
         let record_len = RECORD_HEADER_LEN + caplen;
         if !self.recs.is_empty() {
             let span = ts_ns.max(self.frame_max) - ts_ns.min(self.frame_min);
-            if self.frame_len + record_len > self.options.frame_max_bytes
+            // A frame that crosses block boundaries ends at one, when full (`make_room`).
+            if (self.extra_blocks == 0
+                && self.frame_len + record_len > self.options.frame_max_bytes)
                 || span >= self.options.frame_max_span_ns
             {
                 self.end_frame()?;
@@ -468,6 +536,7 @@ impl SegmentWriter {
 
     /// Forgets the open frame (after it was written, or given up).
     fn clear_frame(&mut self) {
+        self.extra_blocks = 0;
         self.pending.clear();
         self.out.clear();
         self.recs.clear();
@@ -543,25 +612,50 @@ impl SegmentWriter {
     }
 
     /// Makes sure a record of `record_len` bytes can join the open frame without the frame
-    /// crossing its block's boundary (see [`TSHARK_BLOCK`]) whatever its bytes compress to,
+    /// breaking the block layout (see [`TSHARK_BLOCK`]) whatever its bytes compress to,
     /// compressing every byte once.
     ///
-    /// The record joins when the frame fits in its block even if nothing pending compresses
-    /// ([`frame_bound`]). Otherwise the pending bytes are given to the compressor in a flush
-    /// (a zstd block: the frame's compressed size is then known) and the record is checked
-    /// again; the frame ends when the record still does not fit or less than [`END_TAIL`]
-    /// bytes are left in the block, and the block is padded when a new frame cannot start in
-    /// it. As the block fills, flushes come sooner: a frame is a few large blocks then
-    /// smaller ones.
+    /// The record joins when the frame fits in its space even if nothing pending compresses
+    /// ([`frame_bound`]). The space is the rest of the frame's block, extended by whole
+    /// blocks while the frame is expected to hold less than
+    /// [`SegmentOptions::frame_max_bytes`] ([`may_extend`](Self::may_extend)): so on busy
+    /// links frames are as large as configured, not cut to what fits in one block. Such a
+    /// frame also admits records on the ratio it has compressed at so far (with a margin),
+    /// since a flush that overshoots only moves its end one block further. Otherwise the
+    /// pending bytes are given to the compressor in a flush (the frame's compressed size is
+    /// then known) and the record is checked again; the frame ends when the record still
+    /// does not fit or less than [`END_TAIL`] bytes are left in its space, and the block is
+    /// padded when a new frame cannot start in it. As the space fills, flushes come sooner:
+    /// a frame is a few large zstd blocks then smaller ones. Every flush ends a zstd block,
+    /// and small blocks compress slower and worse, so the fewer the better.
     fn make_room(&mut self, record_len: usize) -> Result<()> {
         loop {
             let Some(seg) = self.segment.as_mut() else {
                 return Ok(());
             };
             let rem = block_remaining(seg.offset);
-            let room = rem.saturating_sub(MIN_PAD);
-            if frame_bound(self.out.len(), self.pending.len() + record_len) <= room {
+            let (limit, room) = frame_space(self.extra_blocks, rem);
+            let pending = self.pending.len() + record_len;
+            if frame_bound(self.out.len(), pending) <= room {
                 return Ok(());
+            }
+            if self.extra_blocks > 0
+                && self.done_len > 0
+                && room >= self.out.len() + SPECULATIVE_MIN_ROOM
+                && self.frame_len < self.options.frame_max_bytes * FRAME_HARD_FACTOR
+            {
+                // A frame that crosses boundaries can always take one more block: while much
+                // of its space is left, admit the record on the ratio the frame has
+                // compressed at so far, with a margin, and let a flush that does not fit
+                // after all move the frame's end a block further.
+                let ratio = self.out.len() as f64 / self.done_len as f64 * SPECULATIVE_MARGIN;
+                let estimate = self.out.len()
+                    + (pending as f64 * ratio.min(1.0)) as usize
+                    + BLOCK_HEADER * (pending / BLOCK_MAX + 2)
+                    + SPECULATIVE_FLUSH_COST;
+                if estimate <= room {
+                    return Ok(());
+                }
             }
             if self.recs.is_empty() {
                 // No frame is open (at most the pcap header is pending).
@@ -574,9 +668,24 @@ impl SegmentWriter {
                 pad(&self.io, seg, rem)?;
                 continue;
             }
+            let mut flushed = false;
+            if self.done_len == 0 && self.done_recs < self.recs.len() {
+                // The first flush tells how well this frame compresses.
+                self.compress_pending(false)?;
+                flushed = true;
+            }
+            if self.may_extend(limit) {
+                self.extra_blocks += 1;
+                continue;
+            }
             if self.done_recs < self.recs.len() {
                 self.compress_pending(false)?;
-                let tail = rem.saturating_sub(self.out.len() + BLOCK_HEADER);
+                flushed = true;
+            }
+            if flushed {
+                // A flush that did not fit moved the frame's end (`compress_pending`).
+                let (limit, _) = frame_space(self.extra_blocks, rem);
+                let tail = limit.saturating_sub(self.out.len() + BLOCK_HEADER);
                 if tail >= END_TAIL {
                     continue;
                 }
@@ -585,8 +694,35 @@ impl SegmentWriter {
         }
     }
 
+    /// Whether the open frame, whose space reaches `limit` bytes, should take one more
+    /// block: when it is expected to hold less than `frame_max_bytes` in its space, by the
+    /// ratio it has compressed at so far (known after its first flush), and, at
+    /// the rate its packets came so far, to fill that block in half the time it has left
+    /// (a frame that ends on time, or at a flush interval, pads up to the next boundary:
+    /// on a slow link frames keep to their block).
+    fn may_extend(&self, limit: usize) -> bool {
+        // Too few packets to tell a rate by (a frame that starts with little of its block
+        // left ends there, and the next one starts with a whole block).
+        if self.recs.len() < MIN_EXTEND_PACKETS {
+            return false;
+        }
+        if self.done_len == 0 {
+            return false;
+        }
+        let ratio = (self.out.len() as f64 / self.done_len as f64).clamp(0.01, 1.0);
+        if limit as f64 >= self.options.frame_max_bytes as f64 * ratio {
+            return false;
+        }
+        let have = self.out.len() as f64 + self.pending.len() as f64 * ratio;
+        let span = self.frame_max.saturating_sub(self.frame_min);
+        let left = self.options.frame_max_span_ns.saturating_sub(span).max(0) as f64;
+        let need = (limit + TSHARK_BLOCK) as f64 - have;
+        need * span as f64 <= have * left * 0.5
+    }
+
     /// Gives the pending bytes to the compressor, flushing them (`end` false) or ending the
-    /// frame, and checks that the frame still fits in its block.
+    /// frame, and checks that the frame still fits in its space. A frame that crosses a
+    /// block boundary is not ended by zstd but by [`inner_padding`], up to the boundary.
     fn compress_pending(&mut self, end: bool) -> Result<()> {
         let seg = self.segment.as_mut().expect("a frame is open");
         let directive = if end {
@@ -603,7 +739,15 @@ impl SegmentWriter {
         .map_err(zstd_error("compress a frame of", &seg.tmp))?;
         let c = self.out.len();
         let rem = block_remaining(seg.offset);
-        let fits = if end {
+        if self.extra_blocks > 0 {
+            // Admitted on an estimate (see `make_room`): end a block further if need be.
+            while c + INNER_PAD_MIN > rem + self.extra_blocks * TSHARK_BLOCK {
+                self.extra_blocks += 1;
+            }
+        }
+        let fits = if self.extra_blocks > 0 {
+            true
+        } else if end {
             c == rem || c + MIN_PAD <= rem
         } else {
             c + BLOCK_HEADER + MIN_PAD <= rem
@@ -627,7 +771,27 @@ impl SegmentWriter {
         if self.recs.is_empty() {
             return Ok(());
         }
-        self.compress_pending(true)?;
+        if self.extra_blocks == 0 {
+            self.compress_pending(true)?;
+            return self.write_frame(self.recs.len(), self.done_len);
+        }
+        self.compress_pending(false)?;
+        let seg = self.segment.as_ref().expect("a frame is open");
+        let rem = block_remaining(seg.offset);
+        let c = self.out.len() + INNER_PAD_MIN;
+        // The frame's end: in its block when it did not cross the boundary after all (with
+        // room for padding after it, as always), else the next boundary.
+        let end = if c + MIN_PAD <= rem {
+            c
+        } else {
+            rem + (c.saturating_sub(rem)).div_ceil(TSHARK_BLOCK) * TSHARK_BLOCK
+        };
+        let pad = end - self.out.len();
+        inner_padding(&mut self.out, pad);
+        // zstd did not end the frame: start the next one afresh.
+        self.compressor
+            .reset(ResetDirective::SessionOnly)
+            .map_err(zstd_error("reset the compressor for", &seg.tmp))?;
         self.write_frame(self.recs.len(), self.done_len)
     }
 
@@ -665,6 +829,7 @@ impl SegmentWriter {
         self.io.write(&seg.file, frame)?;
         seg.entries.push((c as u32, len as u32));
         seg.frames.push(info);
+        self.extra_blocks = 0;
         seg.offset += c as u64;
         let left = block_remaining(seg.offset);
         if left < MIN_TAIL && left != TSHARK_BLOCK {
@@ -1098,4 +1263,39 @@ fn recover_dir(dir: &Path, depth: u32, done: &mut Recovered) -> Result<()> {
         sync_dir(dir)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inner_padding_has_the_length_asked_and_decompresses_to_nothing() {
+        let data: Vec<u8> = (0..50_000u32)
+            .map(|i| (i % 251) as u8 ^ (i >> 9) as u8)
+            .collect();
+        let mut cctx = CCtx::create();
+        let mut base = Vec::new();
+        compress(
+            &mut cctx,
+            &data,
+            &mut base,
+            zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_flush,
+        )
+        .unwrap();
+        for len in (INNER_PAD_MIN..700).chain([131_075, 262_150]) {
+            let mut frame = base.clone();
+            inner_padding(&mut frame, len);
+            assert_eq!(frame.len(), base.len() + len);
+            // One complete frame, which restores the data.
+            let mut follow = frame.clone();
+            follow.extend_from_slice(&EMPTY_FRAME);
+            assert_eq!(
+                zstd_safe::find_frame_compressed_size(&follow),
+                Ok(frame.len()),
+                "{len}"
+            );
+            assert_eq!(zstd::decode_all(&frame[..]).unwrap(), data, "{len}");
+        }
+    }
 }
