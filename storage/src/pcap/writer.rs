@@ -173,6 +173,10 @@ pub struct SegmentWriter {
     /// Block boundaries the open frame may cross (0: it stays in its block). A frame that
     /// crosses one ends exactly on a later one (see [`TSHARK_BLOCK`]).
     extra_blocks: usize,
+    /// Compressed over uncompressed size of the open frame's last flush: the estimate for
+    /// the next one (compressibility changes along the traffic, so the frame's average is
+    /// a worse guess).
+    last_flush_ratio: f64,
     /// The thread that writes and syncs the segment files (see [`Io`]).
     io: Io,
 }
@@ -229,16 +233,19 @@ const BLOCK_MAX: usize = 128 << 10;
 /// A frame ends once less than this is left in its block after a flush (smaller blocks
 /// would cost more than the padding they save).
 const END_TAIL: usize = 512;
+/// [`END_TAIL`] for a frame that crosses block boundaries: larger, since such a frame holds
+/// several blocks' worth of data.
+const END_TAIL_CROSSING: usize = 2048;
 /// A frame that crosses a block boundary ends with empty zstd blocks that fill it up to
 /// the next boundary (see [`inner_padding`]): at least a 3-byte last block.
 const INNER_PAD_MIN: usize = 3;
 /// A frame that crosses block boundaries admits records while they are expected to compress
-/// no worse than this many times its ratio so far...
+/// no worse than this many times the ratio of its last flush...
 const SPECULATIVE_MARGIN: f64 = 1.25;
 /// ...plus this for the flush's block headers and entropy tables...
 const SPECULATIVE_FLUSH_COST: usize = 512;
 /// ...while at least this much of its space is left (small flushes compress worse).
-const SPECULATIVE_MIN_ROOM: usize = 16 << 10;
+const SPECULATIVE_MIN_ROOM: usize = 4 << 10;
 /// A frame takes a block beyond its first only once it holds this many packets.
 const MIN_EXTEND_PACKETS: usize = 16;
 /// A frame longer than this many times [`SegmentOptions::frame_max_bytes`] admits records
@@ -364,14 +371,22 @@ impl SegmentWriter {
         compressor
             .set_parameter(CParameter::CompressionLevel(options.zstd_level))
             .map_err(|_| PcapError::InvalidOption("zstd_level out of range"))?;
+        // Without a source size, zstd picks a level's parameters from the input of the first
+        // flush, often a block of ~128 KiB here: a window of 256 KiB for level 1. A frame
+        // longer than its window wraps zstd's input buffer, and the match finder then runs
+        // its slower "external dictionary" variant for the rest of the frame (measured: more
+        // than half of the spill's compression time on the bulk capture). So the window
+        // holds a whole frame: up to twice `frame_max_bytes` and a block (see `make_room`).
+        let frame_max = options.frame_max_bytes * FRAME_HARD_FACTOR + 2 * TSHARK_BLOCK;
+        let window_log = frame_max.next_power_of_two().trailing_zeros().clamp(18, 23);
+        compressor
+            .set_parameter(CParameter::WindowLog(window_log))
+            .map_err(zstd_error("set the compressor's parameters for", &root))?;
         if options.zstd_level == 1 {
-            // Without a source size, zstd picks a level's parameters from the input of the
-            // first flush, a block of ~128 KiB here, so level 1 gets the row for inputs up to
-            // 256 KiB: a 16 Ki-entry (64 KiB) hash table and 6-byte matches. Frames hold
-            // ~400 KiB. An 8 Ki-entry table (level 1's for large inputs) with 5-byte matches
-            // compressed ~9 % faster at the same ratio on the bulk capture (BENCHMARKS.md,
-            // "Packet spill").
-            for p in [CParameter::HashLog(13), CParameter::MinMatch(5)] {
+            // Level 1's row for inputs up to 256 KiB (what the first flush looks like) has a
+            // 16 Ki-entry (64 KiB) hash table; frames hold ~1 MiB, so take its row for large
+            // inputs: an 8 Ki-entry table, 6-byte matches (what `zstd -1` uses on 1 MiB).
+            for p in [CParameter::HashLog(13), CParameter::MinMatch(6)] {
                 compressor
                     .set_parameter(p)
                     .map_err(zstd_error("set the compressor's parameters for", &root))?;
@@ -399,6 +414,7 @@ impl SegmentWriter {
             done_len: 0,
             bytes_written: 0,
             extra_blocks: 0,
+            last_flush_ratio: 1.0,
         })
     }
 
@@ -644,11 +660,11 @@ impl SegmentWriter {
                 && room >= self.out.len() + SPECULATIVE_MIN_ROOM
                 && self.frame_len < self.options.frame_max_bytes * FRAME_HARD_FACTOR
             {
-                // A frame that crosses boundaries can always take one more block: while much
-                // of its space is left, admit the record on the ratio the frame has
-                // compressed at so far, with a margin, and let a flush that does not fit
-                // after all move the frame's end a block further.
-                let ratio = self.out.len() as f64 / self.done_len as f64 * SPECULATIVE_MARGIN;
+                // A frame that crosses boundaries can always take one more block: while some
+                // of its space is left, admit the record on the ratio of the frame's last
+                // flush, with a margin, and let a flush that does not fit after all move the
+                // frame's end a block further.
+                let ratio = self.last_flush_ratio * SPECULATIVE_MARGIN;
                 let estimate = self.out.len()
                     + (pending as f64 * ratio.min(1.0)) as usize
                     + BLOCK_HEADER * (pending / BLOCK_MAX + 2)
@@ -686,7 +702,11 @@ impl SegmentWriter {
                 // A flush that did not fit moved the frame's end (`compress_pending`).
                 let (limit, _) = frame_space(self.extra_blocks, rem);
                 let tail = limit.saturating_sub(self.out.len() + BLOCK_HEADER);
-                if tail >= END_TAIL {
+                let end_tail = match self.extra_blocks {
+                    0 => END_TAIL,
+                    _ => END_TAIL_CROSSING,
+                };
+                if tail >= end_tail {
                     continue;
                 }
             }
@@ -730,6 +750,7 @@ impl SegmentWriter {
         } else {
             zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_flush
         };
+        let before = self.out.len();
         compress(
             &mut self.compressor,
             &self.pending,
@@ -738,6 +759,9 @@ impl SegmentWriter {
         )
         .map_err(zstd_error("compress a frame of", &seg.tmp))?;
         let c = self.out.len();
+        if !self.pending.is_empty() {
+            self.last_flush_ratio = ((c - before) as f64 / self.pending.len() as f64).min(1.0);
+        }
         let rem = block_remaining(seg.offset);
         if self.extra_blocks > 0 {
             // Admitted on an estimate (see `make_room`): end a block further if need be.
