@@ -361,7 +361,7 @@ impl Flow {
             String::from_utf8_lossy(&self.history[..self.history_len as usize]).into_owned();
         let dns_unanswered = self.dns_pending.len() as u64;
         FlowRecord {
-            flow_id: format!("{:016x}", self.id()),
+            flow_id: super::key::hex16(self.id()),
             first_seen_ns: self.first_ns,
             last_seen_ns: self.last_ns,
             vlan_outer: self.vlan[0],
@@ -986,7 +986,7 @@ fn track_dns(f: &mut Flow, d: &PacketDesc, tcp: bool, sink: &mut dyn Sink) {
     let lat = d.ts_ns - q.ts;
     f.dns_latency.add(lat);
     sink.dns(DnsRecord {
-        flow_id: format!("{:016x}", f.id()),
+        flow_id: super::key::hex16(f.id()),
         query_ts_ns: q.ts,
         client_ip: f.key.addr_string(q.dir),
         server_ip: f.key.addr_string(q.dir.flip()),

@@ -179,8 +179,11 @@ impl fmt::Debug for XskSocket {
     }
 }
 
-/// How long [`XskSocket::open`] waits for a busy queue to be released.
-pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long [`XskSocket::open`] waits for a busy queue to be released. The kernel frees a
+/// closed socket's buffer pool, and with it the queue, from a work queue after RCU grace
+/// periods: on a loaded machine (CI: two cores, tests in parallel) that once took more than
+/// the 2 s this used to be.
+pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn errno(e: xdpilone::Errno, what: &str, iface: &str, queue: u32) -> io::Error {
     let os = io::Error::from_raw_os_error(e.get_raw());
@@ -200,8 +203,18 @@ impl XskSocket {
     /// find the queue busy for a moment. A queue held by a live socket stays busy, and the
     /// error is returned after the wait.
     pub fn open(iface: &str, queue: u32, opts: &XskOptions) -> io::Result<Self> {
+        Self::open_waiting(iface, queue, opts, BUSY_WAIT)
+    }
+
+    /// [`open`](Self::open), waiting at most `busy_wait` for a busy queue.
+    pub fn open_waiting(
+        iface: &str,
+        queue: u32,
+        opts: &XskOptions,
+        busy_wait: std::time::Duration,
+    ) -> io::Result<Self> {
         validate(opts)?;
-        let deadline = std::time::Instant::now() + BUSY_WAIT;
+        let deadline = std::time::Instant::now() + busy_wait;
         loop {
             match Self::open_once(iface, queue, opts) {
                 Err(e)
