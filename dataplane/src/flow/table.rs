@@ -621,7 +621,7 @@ impl FlowTable {
                 latency_us: None,
             });
         }
-        f.tcp = TcpConn::default();
+        f.tcp.recycle();
         self.free.push(i);
         self.stats.records += 1;
         self.stats.active_flows -= 1;
@@ -714,8 +714,10 @@ impl FlowTable {
         if self.stats.active_flows as usize >= self.capacity {
             self.evict_one(sink);
         }
-        let flow = Flow::new(d);
+        let mut flow = Flow::new(d);
         let i = if let Some(i) = self.free.pop() {
+            // The freed slot's state was reset by `remove`; its buffers are reused.
+            std::mem::swap(&mut flow.tcp, &mut self.slab[i as usize].tcp);
             self.slab[i as usize] = flow;
             i
         } else {

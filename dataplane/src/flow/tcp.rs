@@ -286,7 +286,29 @@ pub struct TcpConn {
     pub first_rtt_ns: Option<i64>,
 }
 
+/// Unacked-list capacity (segments) a recycled connection keeps: enough for most
+/// connections, small enough that a full table of recycled slots stays cheap (1 KiB per
+/// direction).
+const RECYCLE_UNACKED: usize = 64;
+
 impl TcpConn {
+    /// Resets this to a new connection's state, keeping the unacked lists' buffers (up to
+    /// [`RECYCLE_UNACKED`] segments each), so a flow-table slot that is reused does not
+    /// allocate them again.
+    pub(crate) fn recycle(&mut self) {
+        let bufs = self
+            .dirs
+            .each_mut()
+            .map(|d| std::mem::take(&mut d.unacked.segs));
+        *self = TcpConn::default();
+        for (d, mut b) in self.dirs.iter_mut().zip(bufs) {
+            if b.capacity() <= RECYCLE_UNACKED {
+                b.clear();
+                d.unacked.segs = b;
+            }
+        }
+    }
+
     /// True if a SYN without ACK in direction `dir` starts a new connection on this 4-tuple
     /// (its ISN differs from the one this direction started with): Wireshark then opens a
     /// new `tcp.stream` flagged `reused_ports`.
@@ -660,6 +682,56 @@ mod tests {
             0
         );
         assert_eq!(c.completeness, 31);
+    }
+
+    /// A lossy exchange: data with a gap, a retransmission, dup ACKs, a zero window.
+    fn lossy(c: &mut TcpConn, t0: i64) -> Vec<SegmentAnalysis> {
+        let mut v = Vec::new();
+        let mut seq = 1001;
+        for i in 0..40 {
+            if i != 7 {
+                v.push(c.analyze(C, t0 + i * MS, &h(seq, 5001, ACK, 8192, 100)));
+            }
+            seq += 100;
+        }
+        for _ in 0..3 {
+            v.push(c.analyze(S, t0 + 45 * MS, &h(5001, 1701, ACK, 8192, 0)));
+        }
+        v.push(c.analyze(C, t0 + 300 * MS, &h(1701, 5001, ACK, 8192, 100)));
+        v.push(c.analyze(S, t0 + 310 * MS, &h(5001, seq, ACK, 0, 0)));
+        v
+    }
+
+    #[test]
+    fn a_recycled_connection_analyses_like_a_fresh_one_and_keeps_its_buffers() {
+        let mut fresh = open();
+        let want = lossy(&mut fresh, 30 * MS);
+        let flagged = want.iter().filter(|a| a.flags != 0).count();
+        assert!(
+            flagged >= 4,
+            "the sequence must exercise the rules: {want:?}"
+        );
+
+        let mut c = open();
+        lossy(&mut c, 30 * MS);
+        let cap = c.dirs[C.idx()].unacked.segs.capacity();
+        assert!(cap >= 32, "the first use grew the list: {cap}");
+        c.recycle();
+        assert_eq!(c.dirs[C.idx()].unacked.segs.capacity(), cap);
+        assert_eq!(c.dirs[C.idx()].unacked.len(), 0);
+        assert_eq!((c.completeness, c.first_rtt_ns), (0, None));
+        // Same handshake as `open`, then the same exchange: the same analysis.
+        c.analyze(C, 0, &h(1000, 0, SYN, 8192, 0));
+        c.analyze(S, 10 * MS, &h(5000, 1001, SYN | ACK, 8192, 0));
+        c.analyze(C, 20 * MS, &h(1001, 5001, ACK, 8192, 0));
+        assert_eq!(lossy(&mut c, 30 * MS), want);
+        assert_eq!(c.completeness, fresh.completeness);
+
+        // A list grown beyond the bound gives its memory back.
+        let mut big = TcpConn::default();
+        big.dirs[0].unacked.segs.reserve(RECYCLE_UNACKED * 4);
+        big.recycle();
+        assert_eq!(big.dirs[0].unacked.segs.capacity(), 0);
     }
 
     #[test]
