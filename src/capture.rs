@@ -19,7 +19,9 @@ use tapvault_api::{
     ApiOptions, ApiServer, QueueDrops, QueueStatus, ShardStatus, StatusSnapshot, StatusSource,
     StorageStatus,
 };
-use tapvault_config::{Config, FileSpeed, NoSocketAction, Queues, SourceKind, XdpMode, ZeroCopy};
+use tapvault_config::{
+    Config, FileSpeed, NoSocketAction, PipelineMode, Queues, SourceKind, XdpMode, ZeroCopy,
+};
 use tapvault_dataplane::live::{
     RxSource, SourceStats,
     afpacket::{self, AfPacketOptions, AfPacketSource, Fanout, FanoutMode},
@@ -324,6 +326,8 @@ pub(crate) fn report_json(
         "kernel_fill_ring_empty": drops.fill_ring_empty,
         "kernel_invalid_descs": drops.invalid_descs,
         "kernel_freezes": r.source.freezes,
+        "pipeline": if r.inline { "inline" } else { "threaded" },
+        "shard_threads": r.shard_threads,
         "flows_created": r.flows.flows_created,
         "records": r.flows.records,
         "evictions": r.flows.evictions,
@@ -461,10 +465,47 @@ fn open_sources(s: &Settings) -> Result<Opened> {
             v
         }
     };
-    if opts.flow.shards == 0 {
+    opts.inline = pipeline_inline(s.config.flow.pipeline, &sources, opts.flow.shards, cores)?;
+    if opts.inline {
+        opts.flow.shards = 1;
+    } else if opts.flow.shards == 0 {
         opts.flow.shards = cores.saturating_sub(sources.len()).max(1);
     }
     Ok((sources, opts, xdp))
+}
+
+/// Whether the pipeline runs inline (`flow.pipeline`): forced, or automatically when there is
+/// one source, no more than one shard asked for, and one usable CPU (`cores`), where the
+/// worker and the shard would share the core anyway.
+fn pipeline_inline(
+    mode: PipelineMode,
+    sources: &[Box<dyn RxSource>],
+    shards: usize,
+    cores: usize,
+) -> Result<bool> {
+    Ok(match mode {
+        PipelineMode::Threaded => false,
+        PipelineMode::Auto => sources.len() == 1 && shards <= 1 && cores == 1,
+        PipelineMode::Inline => {
+            if sources.len() != 1 {
+                let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+                bail!(
+                    "flow.pipeline: \"inline\" needs exactly one source, but the capture opened {} \
+                     ({}); capture one queue (capture.queues, or capture.workers = 1 for \
+                     af_packet) or set flow.pipeline = \"threaded\"",
+                    sources.len(),
+                    names.join(", ")
+                );
+            }
+            if shards > 1 {
+                bail!(
+                    "flow.pipeline: \"inline\" runs one flow shard, but flow.shards is {shards}; \
+                     set flow.shards to 0 or 1, or flow.pipeline = \"threaded\""
+                );
+            }
+            true
+        }
+    })
 }
 
 fn status_line(stats: &LiveStats, elapsed: Duration) -> String {
@@ -564,6 +605,8 @@ pub(crate) type Stopped = (Report, Option<XdpCounters>, Option<StorageStatus>);
 pub(crate) struct Capture {
     pipeline: Pipeline,
     names: Vec<String>,
+    /// How the pipeline runs, for the start-up line.
+    mode: String,
     /// The XDP program (AF_XDP source): detached when the capture stops; shared with the
     /// status provider, which reads its counters.
     xdp: Arc<Mutex<Option<XdpProgram>>>,
@@ -661,11 +704,17 @@ impl Capture {
             tee,
         };
         let names: Vec<String> = sources.iter().map(|s| s.name().to_owned()).collect();
+        let mode = if opts.inline {
+            "inline pipeline: the worker runs the flow table".to_string()
+        } else {
+            format!("threaded pipeline, {} flow shard(s)", opts.flow.shards)
+        };
         let pipeline = Pipeline::start(sources, spills, Box::new(sink), &opts)
             .context("cannot start the pipeline")?;
         Ok(Capture {
             pipeline,
             names,
+            mode,
             xdp: Arc::new(Mutex::new(xdp)),
             started: Instant::now(),
             interface: s.config.capture.interface.clone(),
@@ -675,9 +724,13 @@ impl Capture {
         })
     }
 
-    /// The sources' names.
-    pub(crate) fn names(&self) -> &[String] {
-        &self.names
+    /// "capturing from ..." for the start-up log: the sources and how the pipeline runs.
+    pub(crate) fn started_line(&self) -> String {
+        format!(
+            "tapvault: capturing from {} ({})",
+            self.names.join(", "),
+            self.mode
+        )
     }
 
     /// The live counters.
@@ -732,7 +785,7 @@ impl Capture {
 pub(crate) fn run(s: &Settings) -> Result<Stopped> {
     let stop = stop_flag();
     let cap = Capture::start(s, None)?;
-    eprintln!("tapvault: capturing from {}", cap.names().join(", "));
+    eprintln!("{}", cap.started_line());
     let data_dir = (!s.config.storage.data_dir.as_os_str().is_empty())
         .then(|| s.config.storage.data_dir.clone());
     let api = if s.serve_api {
@@ -798,6 +851,7 @@ mod tests {
         let r = Report {
             frames: 1,
             handoff_dropped: 17,
+            shard_threads: 2,
             source: SourceStats {
                 received: 11,
                 received_bytes: 12,
@@ -867,6 +921,18 @@ mod tests {
             assert_eq!(v["storage"][k], want, "storage.{k}: {v}");
         }
         assert_eq!(v["storage"], serde_json::to_value(&st).unwrap());
+        // Which pipeline ran.
+        assert_eq!(v["pipeline"], "threaded", "{v}");
+        let inline = Report {
+            inline: true,
+            shard_threads: 0,
+            ..r.clone()
+        };
+        let w = report_json(&inline, None, None);
+        assert_eq!(
+            (&w["pipeline"], &w["shard_threads"]),
+            (&"inline".into(), &0.into())
+        );
         // Without XDP or storage both are null, as before.
         let v = report_json(&r, None, None);
         assert!(v["xdp"].is_null() && v["storage"].is_null(), "{v}");

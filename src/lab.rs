@@ -70,6 +70,10 @@ pub(crate) struct DemoArgs {
     /// Loopback port of the API (0: any free port).
     #[arg(long, default_value_t = 0)]
     api_port: u16,
+    /// How tapvault runs its flow table (`flow.pipeline`): `auto`, `inline` (the worker
+    /// updates the flow table itself; one queue only) or `threaded` (shard threads).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "inline", "threaded"])]
+    pipeline: String,
     /// Also compare tapvault's live records with `tapvault analyze` on tcpdump's capture of
     /// the same traffic (a second mirror port), and write the differences to
     /// `compare.json`; exits with an error when they differ.
@@ -217,6 +221,11 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
     config.capture.interface = lab.span_ports[0].clone();
     config.capture.workers = a.queues as u32;
     config.capture.queues = tapvault_config::Queues::List((0..a.queues as u32).collect());
+    config.flow.pipeline = match a.pipeline.as_str() {
+        "inline" => tapvault_config::PipelineMode::Inline,
+        "threaded" => tapvault_config::PipelineMode::Threaded,
+        _ => tapvault_config::PipelineMode::Auto,
+    };
     config.storage.data_dir = data.clone();
     std::fs::create_dir_all(&data)?;
     let settings = crate::capture::Settings {
@@ -228,7 +237,7 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
     };
     let tee: crate::capture::Tee = Default::default();
     let capture = crate::capture::Capture::start(&settings, Some(tee.clone()))?;
-    eprintln!("tapvault: capturing from {}", capture.names().join(", "));
+    eprintln!("{}", capture.started_line());
     // The API on an ephemeral loopback port, live while capturing, then over the store.
     let api_opts = crate::capture::api_options(&settings.config)?
         .listen(std::net::SocketAddr::from(([127, 0, 0, 1], a.api_port)));

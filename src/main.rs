@@ -523,6 +523,8 @@ fn analyze(a: AnalyzeArgs) -> Result<()> {
         close_linger_secs: a.close_linger,
         interim_interval_secs: a.interim,
         rtt_window_secs: a.rtt_window,
+        // Live capture only; analyze has --threaded.
+        pipeline: Default::default(),
     };
     let opts = AnalyzeOptions {
         flow,

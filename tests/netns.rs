@@ -191,6 +191,53 @@ fn live_af_packet_matches_tcpdump() {
     both_workers_used(&stdout);
 }
 
+/// Live capture through AF_PACKET with the run-to-completion pipeline forced
+/// (`flow.pipeline = "inline"`: the worker updates the flow table itself, no shard thread):
+/// the same records as tcpdump + analyze, every counter adding up (`run_demo`), and the
+/// report says inline ran.
+#[test]
+fn live_af_packet_inline_matches_tcpdump() {
+    if !is_root() && std::env::var_os("CI").is_none() {
+        eprintln!("SKIPPED: live AF_PACKET capture needs root and CI is unset");
+        return;
+    }
+    let scratch = scratch_dir("afp-inline-demo");
+    let stdout = run_demo(
+        &scratch.0,
+        &["--source", "af_packet", "--pipeline", "inline"],
+    );
+    let capture: Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("capture: "))
+        .and_then(|j| serde_json::from_str(j).ok())
+        .expect("capture counters");
+    assert_eq!(capture["pipeline"], "inline", "{capture}");
+    assert_eq!(capture["shard_threads"], 0, "{capture}");
+    assert!(n(&capture, "records") >= 10, "{capture}");
+    // Forced inline on two fanout members: refused, naming the key.
+    let out = Command::new(env!("CARGO_BIN_EXE_tapvault"))
+        .args([
+            "demo",
+            "--seconds",
+            "3",
+            "--source",
+            "af_packet",
+            "--queues",
+            "2",
+        ])
+        .args(["--pipeline", "inline"])
+        .output()
+        .expect("run tapvault demo");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "inline on two sources ran: {err}");
+    assert!(
+        err.contains(
+            "flow.pipeline: \"inline\" needs exactly one source, but the capture opened 2"
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn demo_capture_matches_tshark() {
     if !is_root() && std::env::var_os("CI").is_none() {

@@ -4,7 +4,34 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{CaptureConfig, Error, Queues, Result, SourceKind};
+
+/// How live capture runs its flow table (`flow.pipeline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PipelineMode {
+    /// `inline` when there is exactly one source and the process may use one CPU (the
+    /// worker and the shard would share a core anyway), else `threaded`.
+    #[default]
+    Auto,
+    /// Run to completion: the one worker thread decodes, spills and updates the one flow
+    /// table itself, with no hand-off queue or shard thread. Needs exactly one source and at
+    /// most one shard.
+    Inline,
+    /// Workers hand descriptors to shard threads through bounded queues.
+    Threaded,
+}
+
+impl PipelineMode {
+    /// The name as written in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PipelineMode::Auto => "auto",
+            PipelineMode::Inline => "inline",
+            PipelineMode::Threaded => "threaded",
+        }
+    }
+}
 
 /// Flow-table settings (`[flow]` in the configuration file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +58,12 @@ pub struct FlowConfig {
     pub interim_interval_secs: f64,
     /// Width of the time windows for handshake RTT percentiles, seconds. Default: 60.
     pub rtt_window_secs: f64,
+    /// Live capture: `"threaded"` (workers hand descriptors to shard threads), `"inline"`
+    /// (one source and one shard: the worker thread updates the flow table itself, no
+    /// hand-off or thread switch per batch) or `"auto"` (inline when there is one source
+    /// and the process may use one CPU). `tapvault analyze` ignores it (see `--threaded`).
+    /// Default: `"auto"`.
+    pub pipeline: PipelineMode,
 }
 
 impl Default for FlowConfig {
@@ -43,6 +76,7 @@ impl Default for FlowConfig {
             close_linger_secs: 5.0,
             interim_interval_secs: 0.0,
             rtt_window_secs: 60.0,
+            pipeline: PipelineMode::Auto,
         }
     }
 }
@@ -84,7 +118,38 @@ impl FlowConfig {
                 reason: "must be at least 1 second".into(),
             });
         }
+        if self.pipeline == PipelineMode::Inline && self.shards > 1 {
+            return Err(Error {
+                key: "flow.pipeline".into(),
+                reason: format!(
+                    "\"inline\" runs one flow table on the worker's thread, but flow.shards is {}; \
+                     set flow.shards to 0 or 1, or flow.pipeline to \"threaded\"",
+                    self.shards
+                ),
+            });
+        }
         Ok(())
+    }
+
+    /// `flow.pipeline = "inline"` with more sources than one, as far as the configuration
+    /// alone tells (`capture.workers` for AF_PACKET, a list of `capture.queues` for AF_XDP;
+    /// the automatic counts are checked when the capture starts).
+    pub(crate) fn check_sources(&self, c: &CaptureConfig) -> Option<Error> {
+        if self.pipeline != PipelineMode::Inline {
+            return None;
+        }
+        let (n, key) = match (c.source, &c.queues) {
+            (SourceKind::AfPacket, _) => (c.workers as usize, "capture.workers"),
+            (SourceKind::AfXdp, Queues::List(l)) => (l.len(), "capture.queues"),
+            _ => return None,
+        };
+        (n > 1).then(|| Error {
+            key: "flow.pipeline".into(),
+            reason: format!(
+                "\"inline\" runs one source on one thread, but {key} asks for {n} sources; \
+                 capture one queue, or set flow.pipeline to \"threaded\""
+            ),
+        })
     }
 
     /// A duration in nanoseconds, `None` when the setting is 0 (disabled).
@@ -117,5 +182,23 @@ mod tests {
         c.stale_timeout_secs = 1.0;
         c.rtt_window_secs = 0.5;
         assert_eq!(c.validate().unwrap_err().key, "flow.rtt_window_secs");
+    }
+
+    #[test]
+    fn inline_pipeline_needs_one_shard() {
+        let mut c = FlowConfig {
+            pipeline: PipelineMode::Inline,
+            ..Default::default()
+        };
+        for ok in [0, 1] {
+            c.shards = ok;
+            c.validate().unwrap();
+        }
+        c.shards = 2;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "flow.pipeline");
+        assert!(e.reason.contains("flow.shards is 2"), "{e}");
+        c.pipeline = PipelineMode::Threaded;
+        c.validate().unwrap();
     }
 }

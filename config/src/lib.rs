@@ -29,7 +29,7 @@ pub use capture::{
     MAX_FILTER_RULES, MAX_SNAP_LEN, MIN_SNAP_LEN, Network, NoSocketAction, Queues, SourceKind,
     XdpMode, ZeroCopy,
 };
-pub use flow::FlowConfig;
+pub use flow::{FlowConfig, PipelineMode};
 pub use load::{DEFAULT_PATH, ENV_PREFIX, LoadError, Origin, Problem, env_name, keys};
 pub use storage::{RetentionConfig, StorageConfig, StoreRetention};
 pub use units::{ByteSize, HumanDuration};
@@ -87,6 +87,7 @@ impl Config {
         if let Err(e) = self.flow.validate() {
             p.0.push(e);
         }
+        p.0.extend(self.flow.check_sources(&self.capture));
         self.storage.check(&mut p);
         self.api.check(&mut p);
         self.log.check(&mut p);

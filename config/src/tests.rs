@@ -448,3 +448,71 @@ fn cpu_lists() {
     assert_eq!(host::parse_cpu_list("0"), Ok(vec![0]));
     assert!(host::parse_cpu_list("a").is_err());
 }
+
+#[test]
+fn flow_pipeline_mode() {
+    // Default, and each accepted value (file, environment, --set).
+    assert_eq!(load(GOOD).unwrap().flow.pipeline, PipelineMode::Auto);
+    for (v, want) in [
+        ("auto", PipelineMode::Auto),
+        ("inline", PipelineMode::Inline),
+        ("threaded", PipelineMode::Threaded),
+    ] {
+        let c = load(&format!("{GOOD}[flow]\npipeline = \"{v}\"\n")).unwrap();
+        assert_eq!(c.flow.pipeline, want);
+        assert_eq!(want.as_str(), v);
+        let c = Config::load_str(
+            Some((Path::new("f.toml"), GOOD)),
+            [("TAPVAULT_FLOW_PIPELINE", v)],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.flow.pipeline, want);
+        let c = Config::load_str(
+            Some((Path::new("f.toml"), GOOD)),
+            NO_ENV,
+            &[format!("flow.pipeline={v}")],
+        )
+        .unwrap();
+        assert_eq!(c.flow.pipeline, want);
+    }
+    // A bad value names the key and lists the accepted values.
+    let (key, msg) = one_bad(&format!("{GOOD}[flow]\npipeline = \"fast\"\n"));
+    assert_eq!(key, "flow.pipeline", "{msg}");
+    for v in ["auto", "inline", "threaded"] {
+        assert!(msg.contains(v), "lists `{v}`: {msg}");
+    }
+    // Inline with more than one shard or source, as far as the file tells.
+    for (text, says) in [
+        (
+            "[flow]\npipeline = \"inline\"\nshards = 2\n",
+            "flow.shards is 2",
+        ),
+        (
+            "[capture]\nsource = \"af_packet\"\ninterface = \"eth1\"\nworkers = 2\n[flow]\npipeline = \"inline\"\n",
+            "capture.workers asks for 2 sources",
+        ),
+        (
+            "[capture]\ninterface = \"eth1\"\nqueues = [0, 1, 2]\n[flow]\npipeline = \"inline\"\n",
+            "capture.queues asks for 3 sources",
+        ),
+    ] {
+        let text = if text.starts_with("[capture]") {
+            text.to_string()
+        } else {
+            format!("{GOOD}{text}")
+        };
+        let (key, msg) = one_bad(&text);
+        assert_eq!(key, "flow.pipeline", "{text}: {msg}");
+        assert!(msg.contains(says), "{text}: {msg}");
+    }
+    // One shard, one worker or one queue is fine; so is threaded with many.
+    for text in [
+        "[capture]\ninterface = \"eth1\"\n[flow]\npipeline = \"inline\"\nshards = 1\n",
+        "[capture]\nsource = \"af_packet\"\ninterface = \"eth1\"\nworkers = 1\n[flow]\npipeline = \"inline\"\n",
+        "[capture]\ninterface = \"eth1\"\nqueues = [3]\n[flow]\npipeline = \"inline\"\n",
+        "[capture]\ninterface = \"eth1\"\nqueues = [0, 1]\n[flow]\npipeline = \"threaded\"\nshards = 4\n",
+    ] {
+        load(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    }
+}

@@ -16,6 +16,14 @@
 //! that is full drops the batch and counts it (`handoff_dropped`): the worker never blocks,
 //! so a slow shard shows as counted loss, not as ring overflow in the kernel.
 //!
+//! Run to completion ([`PipelineOptions::inline`]): with one source and one shard, the
+//! worker thread owns the flow table and updates it itself for each descriptor, with no
+//! hand-off queue, shard thread or merge (one source is in order). On one core the worker and
+//! the shard would share it anyway, and every hand-off would cost a channel send and a thread
+//! switch. The worker then also expires flows and flushes records to the output thread; a
+//! slow output thread holds the worker back (the kernel ring then fills and counts its
+//! drops) instead of filling a hand-off queue.
+//!
 //! Shards expire flows by the wall clock as well as by packet time (a quiet link still closes
 //! its connections), except when the source is a file replayed as fast as possible
 //! ([`Clock::Packet`]), where packet time alone drives timeouts, as in `tapvault analyze`.
@@ -78,6 +86,11 @@ pub struct PipelineOptions {
     pub clock: Clock,
     /// Link type of the sources' frames.
     pub link_type: LinkType,
+    /// Run to completion: the one worker updates the one flow table itself (no hand-off
+    /// queue, no shard thread). Needs exactly one source and `flow.shards` 0 or 1, else
+    /// [`Pipeline::start`] fails with [`Error::InlineNeedsOne`]. `flow.pipeline` is not read
+    /// here: the caller resolves it (`auto` needs the CPU count) into this flag.
+    pub inline: bool,
 }
 
 impl Default for PipelineOptions {
@@ -90,6 +103,7 @@ impl Default for PipelineOptions {
             poll_timeout: Duration::from_millis(100),
             clock: Clock::Wall,
             link_type: LinkType::ETHERNET,
+            inline: false,
         }
     }
 }
@@ -144,7 +158,7 @@ pub struct WorkerCounters {
     pub not_ip: AtomicU64,
     /// Malformed frames, all reasons.
     pub malformed: AtomicU64,
-    /// Descriptors handed to shards.
+    /// Descriptors handed to shards (inline: processed by the worker's own flow table).
     pub handed_off: AtomicU64,
     /// Descriptors dropped because a shard queue was full.
     pub handoff_dropped: AtomicU64,
@@ -258,6 +272,10 @@ pub struct Report {
     pub source: SourceStats,
     /// Flow table counters, all shards.
     pub flows: ShardStats,
+    /// The pipeline ran inline ([`PipelineOptions::inline`]).
+    pub inline: bool,
+    /// Shard threads that ran: 0 inline, where the worker owns the flow table.
+    pub shard_threads: usize,
 }
 
 enum Out {
@@ -312,6 +330,17 @@ pub enum Error {
         /// Sources given.
         sources: usize,
     },
+    /// Inline mode with more than one source or shard.
+    #[error(
+        "the inline pipeline runs one source and one flow shard on one thread, not {sources} \
+         source(s) and {shards} shard(s); use the threaded pipeline"
+    )]
+    InlineNeedsOne {
+        /// Sources given.
+        sources: usize,
+        /// `flow.shards` given.
+        shards: usize,
+    },
     /// A thread could not be started.
     #[error("cannot start thread `{name}`: {source}")]
     Spawn {
@@ -333,11 +362,14 @@ pub struct Pipeline {
     workers: Vec<(String, JoinHandle<WorkerEnd>)>,
     shards: Vec<(String, JoinHandle<FlowTable>)>,
     output: Option<JoinHandle<()>>,
+    inline: bool,
 }
 
 struct WorkerEnd {
     dec: FrameDecoder,
     source: SourceStats,
+    /// The worker's own flow table (inline).
+    table: Option<Box<FlowTable>>,
 }
 
 fn now_ns() -> i64 {
@@ -369,7 +401,8 @@ fn spawn<T: Send + 'static>(
 }
 
 impl Pipeline {
-    /// Starts one worker per source (each with its spill), the shards and the output thread.
+    /// Starts one worker per source (each with its spill), the shards and the output thread;
+    /// inline, one worker that owns the flow table, and the output thread.
     pub fn start(
         sources: Vec<Box<dyn RxSource>>,
         spills: Vec<Box<dyn WorkerSpill>>,
@@ -384,6 +417,12 @@ impl Pipeline {
             return Err(Error::SpillCount {
                 spills: spills.len(),
                 sources: sources.len(),
+            });
+        }
+        if opts.inline && (sources.len() != 1 || opts.flow.shards > 1) {
+            return Err(Error::InlineNeedsOne {
+                sources: sources.len(),
+                shards: opts.flow.shards,
             });
         }
         let n_shards = opts.flow.shards.max(1);
@@ -405,6 +444,7 @@ impl Pipeline {
             workers: Vec::new(),
             shards: Vec::new(),
             output: None,
+            inline: opts.inline,
         };
 
         let (out_tx, out_rx) = bounded::<Vec<Out>>(64 * n_shards);
@@ -418,7 +458,9 @@ impl Pipeline {
 
         let (recycle_tx, recycle_rx) = bounded::<Vec<PacketDesc>>(opts.queue_depth * n_shards);
         let mut txs = Vec::with_capacity(n_shards);
-        for s in 0..n_shards {
+        // Inline: no shard threads; the worker gets the output sender instead.
+        let shard_threads = if opts.inline { 0 } else { n_shards };
+        for s in 0..shard_threads {
             let (tx, rx) = bounded::<Vec<PacketDesc>>(opts.queue_depth);
             txs.push(tx);
             let mut out = OutSink {
@@ -455,6 +497,13 @@ impl Pipeline {
             })?;
             p.shards.push(h);
         }
+        let mut inline_out = opts.inline.then(|| {
+            stats.shards[0].capacity.store(per_shard as u64, Relaxed);
+            OutSink {
+                tx: out_tx.clone(),
+                buf: Vec::with_capacity(256),
+            }
+        });
         drop(out_tx);
 
         for (w, (mut src, mut spill)) in sources.into_iter().zip(spills).enumerate() {
@@ -465,20 +514,34 @@ impl Pipeline {
             let cpu = opts.worker_cpus.get(w).copied();
             let o = opts.clone();
             let _ = stats.workers[w].name.set(src.name().to_owned());
+            let out = inline_out.take();
             let h = spawn(format!("tapvault-worker-{w}"), move || {
                 pin(cpu.as_ref());
                 let c = &stats.workers[w];
-                let end = worker_loop(
-                    w,
-                    &stats.watermarks,
-                    &mut *src,
-                    &mut *spill,
-                    &txs,
-                    &recycle,
-                    c,
-                    &stop,
-                    &o,
-                );
+                let mark = &stats.watermarks[w];
+                let end = match out {
+                    // Allocated here, as a shard thread would: on the worker's CPU.
+                    Some(out) => {
+                        let dest = InlineTable {
+                            table: Box::new(FlowTable::new(&o.flow, per_shard)),
+                            out,
+                            clock: o.clock,
+                            processed: 0,
+                            counters: c,
+                            shard: &stats.shards[0],
+                        };
+                        worker_loop(mark, &mut *src, &mut *spill, dest, c, &stop, &o)
+                    }
+                    None => {
+                        let dest = Handoff {
+                            txs: &txs,
+                            recycle: &recycle,
+                            batches: (0..txs.len()).map(|_| Vec::with_capacity(BATCH)).collect(),
+                            counters: c,
+                        };
+                        worker_loop(mark, &mut *src, &mut *spill, dest, c, &stop, &o)
+                    }
+                };
                 spill.finish();
                 end
             })?;
@@ -507,7 +570,11 @@ impl Pipeline {
     /// and returns the totals.
     pub fn stop(mut self) -> Result<Report, Error> {
         self.stop.store(true, Relaxed);
-        let mut report = Report::default();
+        let mut report = Report {
+            inline: self.inline,
+            shard_threads: self.shards.len(),
+            ..Report::default()
+        };
         let mut failed = None;
         for (name, h) in self.workers.drain(..) {
             match h.join() {
@@ -524,6 +591,9 @@ impl Pipeline {
                     s.fill_ring_empty += end.source.fill_ring_empty;
                     s.invalid_descs += end.source.invalid_descs;
                     s.freezes += end.source.freezes;
+                    if let Some(t) = end.table {
+                        report.flows.merge(t.stats());
+                    }
                 }
                 Err(_) => failed = failed.or(Some(name)),
             }
@@ -554,6 +624,22 @@ impl Pipeline {
     }
 }
 
+/// Where a worker's descriptors go: batches to the shard threads ([`Handoff`]) or, inline,
+/// the worker's own flow table ([`InlineTable`]). [`worker_loop`] is generic over it, so each
+/// mode compiles to its own loop without a dispatch per packet.
+trait Destination {
+    /// One decoded descriptor.
+    fn push(&mut self, d: PacketDesc);
+    /// Passes on what is pending: after receive batches (at most every `HANDOFF_EVERY`) and
+    /// when the source is idle.
+    fn hand_over(&mut self);
+    /// About every 100 ms with the wall-clock time, traffic or not.
+    fn tick(&mut self, now_ns: i64);
+    /// The worker is stopping: pass on everything, waiting for room this time. Returns the
+    /// flow table the worker owned, if any.
+    fn finish(self) -> Option<Box<FlowTable>>;
+}
+
 struct Handoff<'a> {
     txs: &'a [Sender<Vec<PacketDesc>>],
     recycle: &'a Receiver<Vec<PacketDesc>>,
@@ -563,7 +649,7 @@ struct Handoff<'a> {
 
 impl Handoff<'_> {
     #[inline]
-    fn push(&mut self, d: PacketDesc) {
+    fn add(&mut self, d: PacketDesc) {
         let s = FlowKey::shard(d.hash, self.txs.len());
         self.batches[s].push(d);
         if self.batches[s].len() >= BATCH {
@@ -610,32 +696,78 @@ impl Handoff<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn worker_loop(
-    w: usize,
-    marks: &[std::sync::atomic::AtomicI64],
+impl Destination for Handoff<'_> {
+    #[inline]
+    fn push(&mut self, d: PacketDesc) {
+        self.add(d);
+    }
+    fn hand_over(&mut self) {
+        self.send_all(false);
+    }
+    fn tick(&mut self, _now_ns: i64) {}
+    fn finish(mut self) -> Option<Box<FlowTable>> {
+        self.send_all(true);
+        None
+    }
+}
+
+/// Inline mode: the worker's own flow table, doing what a shard thread does (wall-clock
+/// expiry, shard counters, record flushes) on the worker's timer.
+struct InlineTable<'a> {
+    table: Box<FlowTable>,
+    out: OutSink,
+    clock: Clock,
+    /// Descriptors processed since the last `hand_over` (counted as handed off then, so the
+    /// hot path touches no atomic).
+    processed: u64,
+    counters: &'a WorkerCounters,
+    shard: &'a ShardCounters,
+}
+
+impl Destination for InlineTable<'_> {
+    #[inline]
+    fn push(&mut self, d: PacketDesc) {
+        self.table.process(&d, &mut self.out);
+        self.processed += 1;
+    }
+    fn hand_over(&mut self) {
+        if self.processed > 0 {
+            self.counters.handed_off.fetch_add(self.processed, Relaxed);
+            self.processed = 0;
+        }
+    }
+    fn tick(&mut self, now_ns: i64) {
+        if self.clock == Clock::Wall {
+            self.table.expire(now_ns, &mut self.out);
+        }
+        self.shard.set(self.table.stats());
+        self.out.flush();
+    }
+    fn finish(mut self) -> Option<Box<FlowTable>> {
+        self.hand_over();
+        self.table.flush(&mut self.out);
+        self.out.flush();
+        self.shard.set(self.table.stats());
+        Some(self.table)
+    }
+}
+
+fn worker_loop<D: Destination>(
+    mark: &std::sync::atomic::AtomicI64,
     src: &mut dyn RxSource,
     spill: &mut dyn WorkerSpill,
-    txs: &[Sender<Vec<PacketDesc>>],
-    recycle: &Receiver<Vec<PacketDesc>>,
+    mut dest: D,
     c: &WorkerCounters,
     stop: &AtomicBool,
     o: &PipelineOptions,
 ) -> WorkerEnd {
     let mut dec = FrameDecoder::default();
-    let mut hand = Handoff {
-        txs,
-        recycle,
-        batches: (0..txs.len()).map(|_| Vec::with_capacity(BATCH)).collect(),
-        counters: c,
-    };
     let mut frame_no = 0u64;
     let mut last_tick = Instant::now();
     let mut last_stats = Instant::now();
     let mut source = SourceStats::default();
     let mut errors_logged = 0u32;
     let link = o.link_type;
-    let mark = &marks[w];
     let mut last_flush = Instant::now();
     let mut unsent: Option<i64> = None;
     while !stop.load(Relaxed) {
@@ -648,7 +780,7 @@ fn worker_loop(
             let mut flow = 0;
             if let Some(d) = dec.frame(frame_no, link, f.ts_ns, f.orig_len, f.data) {
                 flow = d.hash;
-                hand.push(d);
+                dest.push(d);
             }
             spill.packet(f.ts_ns, f.orig_len, f.data, flow);
         });
@@ -656,7 +788,7 @@ fn worker_loop(
             Ok(0) => {
                 // Idle: whatever is still in the hand-off batches goes now.
                 if let Some(ts) = unsent.take() {
-                    hand.send_all(false);
+                    dest.hand_over();
                     if ts > mark.load(Relaxed) {
                         mark.store(ts, Relaxed);
                     }
@@ -683,7 +815,7 @@ fn worker_loop(
                 // frames.
                 unsent = Some(last_ts);
                 if last_flush.elapsed() >= HANDOFF_EVERY {
-                    hand.send_all(false);
+                    dest.hand_over();
                     last_flush = Instant::now();
                     unsent = None;
                     // After the send: a shard that sees this mark has the batch queued.
@@ -704,7 +836,9 @@ fn worker_loop(
         }
         if last_tick.elapsed() >= Duration::from_millis(100) {
             last_tick = Instant::now();
-            spill.tick(now_ns());
+            let now = now_ns();
+            spill.tick(now);
+            dest.tick(now);
         }
         if last_stats.elapsed() >= Duration::from_secs(1) {
             last_stats = Instant::now();
@@ -714,15 +848,16 @@ fn worker_loop(
             }
         }
     }
-    // Drain: whatever was decoded goes to the shards, waiting for room this time.
-    hand.send_all(true);
+    // Drain: whatever was decoded goes to the shards, waiting for room this time (inline:
+    // the table flushes every flow).
+    let table = dest.finish();
     mark.store(i64::MAX, Relaxed);
     if let Ok(s) = src.stats() {
         source = s;
         c.set_source(&s);
     }
     c.frames.store(frame_no, Relaxed);
-    WorkerEnd { dec, source }
+    WorkerEnd { dec, source, table }
 }
 
 /// How far behind the wall clock an idle worker's watermark stays: the longest a frame may
@@ -883,4 +1018,195 @@ fn output_loop(rx: Receiver<Vec<Out>>, sink: &mut dyn RecordSink, stats: &LiveSt
         }
     }
     sink.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Delivers its frames (stamped with the wall clock when sent) in one batch, then idles.
+    struct Frames(Vec<Vec<u8>>, Arc<AtomicU64>);
+
+    impl RxSource for Frames {
+        fn name(&self) -> &str {
+            "test"
+        }
+        fn recv_batch(
+            &mut self,
+            timeout: Duration,
+            f: &mut dyn FnMut(&RxFrame<'_>),
+        ) -> io::Result<usize> {
+            if self.0.is_empty() {
+                thread::sleep(timeout.min(Duration::from_millis(10)));
+                return Ok(0);
+            }
+            let n = self.0.len();
+            for d in self.0.drain(..) {
+                f(&RxFrame {
+                    ts_ns: now_ns(),
+                    orig_len: d.len() as u32,
+                    data: &d,
+                });
+            }
+            self.1.fetch_add(n as u64, Relaxed);
+            Ok(n)
+        }
+        fn stats(&mut self) -> io::Result<SourceStats> {
+            Ok(SourceStats {
+                received: self.1.load(Relaxed),
+                ..SourceStats::default()
+            })
+        }
+    }
+
+    /// Counts what reaches the output thread.
+    #[derive(Clone, Default)]
+    struct Count(Arc<Mutex<Vec<FlowRecord>>>);
+
+    impl RecordSink for Count {
+        fn record(&mut self, rec: FlowRecord) {
+            self.0.lock().unwrap().push(rec);
+        }
+        fn dns(&mut self, _: DnsRecord) {}
+        fn tick(&mut self, _: i64) {}
+        fn finish(&mut self) {}
+    }
+
+    /// Ethernet, IPv4, UDP from 10.0.0.1:`sport` to 10.0.0.2:9, 20 bytes of payload.
+    fn udp(sport: u16) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend_from_slice(&[
+            0x45, 0, 0, 48, 0, 1, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ]);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&[0, 9, 0, 28, 0, 0]);
+        f.extend_from_slice(&[7; 20]);
+        f
+    }
+
+    fn start(
+        n_sources: usize,
+        shards: usize,
+        inline: bool,
+        frames: Vec<Vec<u8>>,
+        sink: Count,
+        flow: FlowConfig,
+    ) -> Result<Pipeline, Error> {
+        let sources: Vec<Box<dyn RxSource>> = (0..n_sources)
+            .map(|i| {
+                let f = if i == 0 { frames.clone() } else { Vec::new() };
+                Box::new(Frames(f, Arc::default())) as Box<dyn RxSource>
+            })
+            .collect();
+        let spills = (0..n_sources)
+            .map(|_| Box::new(NoSpill) as Box<dyn WorkerSpill>)
+            .collect();
+        let opts = PipelineOptions {
+            flow: FlowConfig { shards, ..flow },
+            inline,
+            poll_timeout: Duration::from_millis(10),
+            ..PipelineOptions::default()
+        };
+        Pipeline::start(sources, spills, Box::new(sink), &opts)
+    }
+
+    #[test]
+    fn inline_needs_one_source_and_one_shard() {
+        for (sources, shards) in [(2, 1), (2, 0), (1, 2), (3, 4)] {
+            let e = start(
+                sources,
+                shards,
+                true,
+                Vec::new(),
+                Count::default(),
+                FlowConfig::default(),
+            )
+            .err()
+            .unwrap_or_else(|| panic!("inline with {sources} sources, {shards} shards started"));
+            assert!(
+                matches!(e, Error::InlineNeedsOne { sources: s, shards: h } if s == sources && h == shards),
+                "{e:?}"
+            );
+            let msg = e.to_string();
+            assert!(
+                msg.contains("inline") && msg.contains(&format!("not {sources} source(s)")),
+                "{msg}"
+            );
+        }
+        // One source with 0 or 1 shards is fine.
+        for shards in [0, 1] {
+            let p = start(
+                1,
+                shards,
+                true,
+                Vec::new(),
+                Count::default(),
+                FlowConfig::default(),
+            )
+            .expect("inline, one source");
+            let r = p.stop().expect("stop");
+            assert!(r.inline && r.shard_threads == 0, "{r:?}");
+        }
+    }
+
+    /// Inline, the worker does the shard's timed work: flows expire by the wall clock
+    /// while the link is quiet, the shard counters are live, and records reach the output
+    /// thread without waiting for the stop.
+    #[test]
+    fn inline_worker_expires_flows_and_publishes_counters() {
+        let sink = Count::default();
+        let flow = FlowConfig {
+            idle_timeout_secs: 0.3,
+            stale_timeout_secs: 0.3,
+            ..FlowConfig::default()
+        };
+        let frames = (0..3)
+            .flat_map(|p| [udp(1000 + p), udp(1000 + p)])
+            .collect();
+        let p = start(1, 0, true, frames, sink.clone(), flow).expect("start");
+        let stats = p.stats();
+        let t0 = Instant::now();
+        while sink.0.lock().unwrap().len() < 3 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "idle UDP flows did not time out by the wall clock"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        let sh = &stats.shards[0];
+        assert_eq!(sh.packets.load(Relaxed), 6);
+        assert_eq!(sh.flows_created.load(Relaxed), 3);
+        assert_eq!(sh.records.load(Relaxed), 3);
+        assert_eq!(sh.timeouts.load(Relaxed), 3);
+        assert_eq!(sh.capacity.load(Relaxed), 1_000_000);
+        assert_eq!(stats.workers[0].handed_off.load(Relaxed), 6);
+        assert_eq!(stats.records_out.load(Relaxed), 3);
+        let r = p.stop().expect("stop");
+        assert!(r.inline && r.shard_threads == 0, "{r:?}");
+        assert_eq!((r.frames, r.ip_packets, r.handoff_dropped), (6, 6, 0));
+        assert_eq!(r.flows.packets, 6);
+        assert_eq!(r.flows.records, 3);
+        assert_eq!(sink.0.lock().unwrap().len(), 3);
+    }
+
+    /// The same traffic, threaded: the same records, from one shard thread.
+    #[test]
+    fn threaded_runs_shard_threads() {
+        let sink = Count::default();
+        let frames = (0..3)
+            .flat_map(|p| [udp(1000 + p), udp(1000 + p)])
+            .collect();
+        let p = start(1, 2, false, frames, sink.clone(), FlowConfig::default()).expect("start");
+        let t0 = Instant::now();
+        while p.stats().workers[0].handed_off.load(Relaxed) < 6 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "hand-off");
+            thread::sleep(Duration::from_millis(10));
+        }
+        let r = p.stop().expect("stop");
+        assert!(!r.inline && r.shard_threads == 2, "{r:?}");
+        assert_eq!((r.frames, r.flows.packets, r.flows.records), (6, 6, 3));
+        assert_eq!(sink.0.lock().unwrap().len(), 3);
+    }
 }
