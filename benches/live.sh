@@ -47,6 +47,8 @@
 #                      receiving veth), and veth's NAPI (the XDP program and the copy into the
 #                      UMEM) runs threaded, its kernel thread pinned to RX_CPU once attached.
 #                      The receiver then pays for its kernel work, and the sender outruns it.
+#   PIPELINE=auto      flow.pipeline of `tapvault capture`: auto (inline when the process has one
+#                      CPU, as with the default CAPTURE_CPUS), inline or threaded
 #   DATA_ROOT=DIR      where tcpdump and capture write (default: a tmpfs directory under /dev/shm,
 #                      so the disk is not what is measured); removed after each trial
 set -euo pipefail
@@ -65,6 +67,7 @@ UMEM_FRAMES=${UMEM_FRAMES:-4096}
 XDP_MODE=${XDP_MODE:-auto}
 CAPTURE_CPUS=${CAPTURE_CPUS:-$RX_CPU}
 RX_KERNEL=${RX_KERNEL:-sender}
+PIPELINE=${PIPELINE:-auto}
 case "$RX_KERNEL" in sender | receiver) ;; *) echo "live.sh: RX_KERNEL must be sender or receiver, not '$RX_KERNEL'" >&2; exit 2 ;; esac
 
 [ "$(id -u)" = 0 ] || { echo "live.sh: needs root (namespaces, veth, packet sockets)" >&2; exit 1; }
@@ -133,7 +136,7 @@ mkdir -p "$OUT"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
     echo "tapvault: $TAPVAULT ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "tcpdump: $(tcpdump --version 2>&1 | head -1)"
-    echo "settings: SIZES='$SIZES' MODES='$MODES' STEP_SECONDS=$STEP_SECONDS STEPS=$STEPS FLOWS=$FLOWS TX_CPU=$TX_CPU RX_CPU=$RX_CPU BUFFER_MB=$BUFFER_MB UMEM_FRAMES=$UMEM_FRAMES XDP_MODE=$XDP_MODE CAPTURE_CPUS=$CAPTURE_CPUS RX_KERNEL=$RX_KERNEL"
+    echo "settings: SIZES='$SIZES' MODES='$MODES' STEP_SECONDS=$STEP_SECONDS STEPS=$STEPS FLOWS=$FLOWS TX_CPU=$TX_CPU RX_CPU=$RX_CPU BUFFER_MB=$BUFFER_MB UMEM_FRAMES=$UMEM_FRAMES XDP_MODE=$XDP_MODE CAPTURE_CPUS=$CAPTURE_CPUS RX_KERNEL=$RX_KERNEL PIPELINE=$PIPELINE"
     echo "data root: $DATA_ROOT ($(stat -f -c %T "$DATA_ROOT"))"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/env.txt"
@@ -228,7 +231,7 @@ capture_trial() {
     taskset -c "$CAPTURE_CPUS" "$TAPVAULT" capture --netns "$NS_RX" --no-api --status-every 0 \
         --duration $((STEP_SECONDS + 60)) --data-dir "$dir" --report-json "$rep" --log-level warn \
         --set capture.source="$src" --set capture.interface="$V_RX" \
-        --set capture.cpus="$RX_CPU" "${per_source[@]}" 2> "$err" &
+        --set capture.cpus="$RX_CPU" --set flow.pipeline="$PIPELINE" "${per_source[@]}" 2> "$err" &
     local cap=$!
     PIDS+=("$cap")
     wait_for "$err" "capturing from" || return 2
