@@ -505,6 +505,56 @@ fn client_of(d: &PacketDesc) -> (Direction, ClientBy) {
     (d.dir, ClientBy::FirstPacket)
 }
 
+/// log2 of the flows per [`Slab`] chunk.
+const CHUNK_BITS: u32 = 8;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+/// The flow entries, in fixed-size chunks addressed by slot number. Growing adds a chunk and
+/// never moves the entries already there: a single `Vec<Flow>` doubling under a growing table
+/// copied every live flow (about 1 KiB each) and touched twice its final size in fresh pages,
+/// 4–7 % of a one-core file analysis in profiles; a chunk also never holds the old and new
+/// copies at once, so peak memory stays the live set.
+#[derive(Default)]
+struct Slab {
+    chunks: Vec<Vec<Flow>>,
+    len: usize,
+}
+
+impl Slab {
+    /// Slots ever allocated (live and free).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends a flow in a new slot and returns the slot number.
+    fn push(&mut self, flow: Flow) -> u32 {
+        if self.len.is_multiple_of(CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        let chunk = self.chunks.last_mut().expect("a chunk was just ensured");
+        chunk.push(flow);
+        self.len += 1;
+        (self.len - 1) as u32
+    }
+}
+
+impl std::ops::Index<usize> for Slab {
+    type Output = Flow;
+
+    #[inline]
+    fn index(&self, i: usize) -> &Flow {
+        &self.chunks[i >> CHUNK_BITS][i & (CHUNK - 1)]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slab {
+    #[inline]
+    fn index_mut(&mut self, i: usize) -> &mut Flow {
+        &mut self.chunks[i >> CHUNK_BITS][i & (CHUNK - 1)]
+    }
+}
+
 /// One shard's flow table.
 pub struct FlowTable {
     cfg: FlowConfig,
@@ -515,7 +565,7 @@ pub struct FlowTable {
     interim_ns: Option<i64>,
     rtt_window_ns: i64,
     index: HashTable<u32>,
-    slab: Vec<Flow>,
+    slab: Slab,
     free: Vec<u32>,
     heads: [u32; 3],
     tails: [u32; 3],
@@ -539,7 +589,7 @@ impl FlowTable {
             interim_ns: FlowConfig::nanos(cfg.interim_interval_secs),
             rtt_window_ns: FlowConfig::nanos(cfg.rtt_window_secs).unwrap_or(60_000_000_000),
             index: HashTable::with_capacity(capacity.min(1 << 16)),
-            slab: Vec::new(),
+            slab: Slab::default(),
             free: Vec::new(),
             heads: [NIL; 3],
             tails: [NIL; 3],
@@ -721,8 +771,7 @@ impl FlowTable {
             self.slab[i as usize] = flow;
             i
         } else {
-            self.slab.push(flow);
-            (self.slab.len() - 1) as u32
+            self.slab.push(flow)
         };
         let slab = &self.slab;
         self.index
