@@ -2,7 +2,7 @@
 //! (field names, order and values), without runtime key escaping or a serializer state
 //! machine, because an analysis writes hundreds of thousands of records.
 
-use std::io::{self, Write};
+use std::io::Write;
 
 use crate::{CloseReason, FlowRecord, FlowState};
 
@@ -183,13 +183,6 @@ impl FlowRecord {
             dns_latency_max_us,
         );
         out.push(b'\n');
-    }
-
-    /// Writes this record as one line of JSON to `w`, using `buf` as scratch space.
-    pub fn write_json_to(&self, w: &mut impl Write, buf: &mut Vec<u8>) -> io::Result<()> {
-        buf.clear();
-        self.write_json_line(buf);
-        w.write_all(buf)
     }
 }
 
