@@ -4,10 +4,10 @@
 //! The entry point is [`CaptureFile::open`]; [`CaptureFile::next_frame`] lends one
 //! [`RawFrame`] at a time without allocating per packet.
 //!
-//! The format is recognised from the magic bytes, never from the file name. Uncompressed files
-//! are memory-mapped and frames are lent straight out of the map; compressed files are
-//! decompressed through a window (1 MiB, grown for a larger record up to 256 MiB) so that only
-//! a bounded part of the decompressed file is ever in memory.
+//! The format is recognised from the magic bytes, never from the file name. Every file is read
+//! (and decompressed, if it is compressed) through a window (1 MiB, grown for a larger record
+//! up to 256 MiB), so only a bounded part of the file is ever in memory, and frames are lent
+//! straight out of the window.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -153,10 +153,9 @@ enum Container {
 
 /// A capture file being read, one frame at a time.
 ///
-/// Uncompressed regular files are memory-mapped: [`CaptureFile::next_frame`] then costs a few
-/// nanoseconds and never copies. If another process truncates the file while it is mapped,
-/// touching the vanished pages raises `SIGBUS`, which ends the process; capture files are
-/// expected not to shrink while being read.
+/// The file is read front to back through a window (see `input.rs` for why it is not
+/// memory-mapped); frames are lent out of the window without a further copy. A file that
+/// shrinks while it is read simply ends early (a truncated tail, counted).
 pub struct CaptureFile {
     path: PathBuf,
     input: Input,
@@ -204,23 +203,6 @@ fn detect_compression(head: &[u8]) -> Compression {
     }
 }
 
-/// Memory-maps an uncompressed capture.
-fn map(file: &File) -> io::Result<memmap2::Mmap> {
-    // SAFETY: `Mmap::map` is unsafe because the mapped bytes could change underneath the
-    // `&[u8]` it hands out. The map is only read, through slices that live no longer than the
-    // `CaptureFile` owning it, and we assume that no other process truncates or modifies the
-    // file while it is mapped: capture files are written once, then analysed. If the file is
-    // truncated anyway, touching a page past its new end raises SIGBUS and the process dies
-    // (documented on `CaptureFile`); that cannot be prevented for a mapped file.
-    let map = unsafe { memmap2::Mmap::map(file)? };
-    #[cfg(unix)]
-    {
-        // Only a hint: read-ahead for a front-to-back scan.
-        let _ = map.advise(memmap2::Advice::Sequential);
-    }
-    Ok(map)
-}
-
 impl CaptureFile {
     /// Opens a capture: pcap (micro- or nanosecond, either byte order, or the modified
     /// Kuznetzov variant) or pcapng, optionally gzip- or zstd-compressed, as the magic bytes say.
@@ -251,24 +233,8 @@ impl CaptureFile {
             });
         }
         let compression = detect_compression(head);
-        let mut mapped = None;
-        if compression == Compression::None && meta.is_file() {
-            // A file that cannot be mapped (some file systems) is streamed instead.
-            mapped = map(&file).ok();
-        }
-        let mut input = match mapped {
-            Some(map) => Input::Mapped {
-                map,
-                pos: 0,
-                prefetched: 0,
-                released: 0,
-                populated: 0,
-            },
-            None => {
-                let raw = Counting::new(head.to_vec(), file);
-                Input::stream(Decoder::new(compression, raw).map_err(io_err)?, compression)
-            }
-        };
+        let raw = Counting::new(head.to_vec(), file);
+        let mut input = Input::new(Decoder::new(compression, raw).map_err(io_err)?, compression);
 
         let unknown = |input: &Input| Error::UnknownFormat {
             path: path.to_path_buf(),
