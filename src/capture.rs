@@ -207,10 +207,15 @@ fn open_xdp(s: &Settings) -> Result<(XdpProgram, Vec<Box<dyn RxSource>>)> {
     let cap = open_capture(&c.interface, &queues, &xsk, &xdp, mode)
         .context("cannot set up XDP and AF_XDP capture")?;
     eprintln!(
-        "tapvault: XDP attached to {} ({:?} mode), {} AF_XDP socket(s)",
+        "tapvault: XDP attached to {} ({:?} mode), {} AF_XDP socket(s), per-frame metadata {}",
         c.interface,
         cap.mode,
-        cap.sockets.len()
+        cap.sockets.len(),
+        if cap.program.meta_in_data() {
+            "in the packet data (this kernel refuses bpf_xdp_adjust_meta to XDP programs)"
+        } else {
+            "in the XDP metadata area"
+        }
     );
     let sources = cap
         .sockets

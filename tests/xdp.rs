@@ -263,6 +263,11 @@ fn xdp_af_xdp_delivers_exact_bytes_times_and_counts() {
     let lab = Lab::new(1);
     let _ns = NetnsGuard::enter(&lab.ns_cap).expect("enter the capture namespace");
     let mut prog = XdpProgram::load(&XdpOptions::default()).expect("load XDP");
+    // Either program variant must deliver the same bytes, times and lengths.
+    eprintln!(
+        "XDP program loaded; metadata in the packet data: {}",
+        prog.meta_in_data()
+    );
     let mut sock = XskSocket::open(&lab.cap, 0, &small_socket_opts()).expect("AF_XDP socket");
     assert_eq!(sock.bind_mode(), ActiveBind::Copy, "veth has no zero-copy");
     prog.register_socket(0, &sock).expect("register");

@@ -30,6 +30,11 @@
 /// Name of the XDP program in the object.
 pub const PROG_NAME: &str = "tapvault_xdp";
 
+/// The same program with [`PacketMeta`] written inside the packet data, in front of the
+/// frame (for kernels that refuse `bpf_xdp_adjust_meta` to XDP programs); user space strips
+/// it.
+pub const PROG_NAME_META_IN_DATA: &str = "tapvault_xdp_head";
+
 /// `Array<Config>` with one entry (index 0).
 pub const MAP_CONFIG: &str = "TV_CONFIG";
 /// `PerCpuArray<u64>` with [`COUNTER_COUNT`] entries, indexed by the `CTR_*` constants.
@@ -131,8 +136,10 @@ pub const COUNTER_COUNT: u32 = 11;
 pub const META_MAGIC: u32 = 0x7476_6d31; // "tvm1"
 
 /// What the program writes immediately in front of each redirected frame with
-/// `bpf_xdp_adjust_meta` (so it ends where the frame begins). 16 bytes, a multiple of 4 as
-/// the kernel requires.
+/// `bpf_xdp_adjust_meta` (so it ends where the frame begins), or, in the
+/// [`PROG_NAME_META_IN_DATA`] variant, with `bpf_xdp_adjust_head` as the first 16 bytes of
+/// the frame's data (user space strips them). 16 bytes, a multiple of 4 as the kernel
+/// requires.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PacketMeta {

@@ -5,7 +5,9 @@
 //! they combine: `tapvault_xdp_abi`'s crate docs); then, for a frame to capture whose RX
 //! queue has an AF_XDP socket in `TV_XSKS`: truncate it to the snap length, write
 //! `PacketMeta` (TAI arrival time, wire length) in front of it and redirect it to the
-//! socket. Per-CPU counters record every outcome: seen = redirected + filtered + no_socket +
+//! socket. Two entry points share the code: `tapvault_xdp` puts the metadata in the XDP
+//! metadata area, `tapvault_xdp_head` inside the packet data (for kernels that refuse
+//! `bpf_xdp_adjust_meta`); user space loads the first the kernel accepts. Per-CPU counters record every outcome: seen = redirected + filtered + no_socket +
 //! errors.
 //!
 //! Built by `scripts/build-xdp.sh` into `dataplane/xdp/tapvault-xdp.bpf.o`.
@@ -16,7 +18,9 @@
 use core::mem::size_of;
 
 use aya_ebpf::{
-    helpers::generated::{bpf_ktime_get_tai_ns, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail},
+    helpers::generated::{
+        bpf_ktime_get_tai_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail,
+    },
     macros::{map, xdp},
     maps::{Array, LpmTrie, PerCpuArray, XskMap, lpm_trie::Key},
     programs::XdpContext,
@@ -61,9 +65,24 @@ const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
 const IPV6_DSTOPTS: u8 = 60;
 
-/// The program: every return path counts exactly one terminal outcome.
+/// The program: every return path counts exactly one terminal outcome. The metadata goes in
+/// the metadata area in front of the frame (`bpf_xdp_adjust_meta`).
 #[xdp]
 pub fn tapvault_xdp(ctx: XdpContext) -> u32 {
+    run::<false>(ctx)
+}
+
+/// The same program for kernels whose verifier refuses `bpf_xdp_adjust_meta` to XDP programs
+/// (seen on a locked-down 6.18 build): the metadata goes inside the packet data, in front of
+/// the frame (`bpf_xdp_adjust_head`), and user space strips it. A frame that is not
+/// redirected after all is given back unchanged.
+#[xdp]
+pub fn tapvault_xdp_head(ctx: XdpContext) -> u32 {
+    run::<true>(ctx)
+}
+
+#[inline(always)]
+fn run<const IN_DATA: bool>(ctx: XdpContext) -> u32 {
     let len = ctx.data_end() - ctx.data();
     count(CTR_SEEN, 1);
     count(CTR_SEEN_BYTES, len as u64);
@@ -100,7 +119,12 @@ pub fn tapvault_xdp(ctx: XdpContext) -> u32 {
             1,
         );
     }
-    write_meta(&ctx, ts, len as u32);
+    let prefixed = if IN_DATA {
+        write_meta_in_data(&ctx, ts, len as u32)
+    } else {
+        write_meta(&ctx, ts, len as u32);
+        false
+    };
     match XSKS.redirect(queue, 0) {
         Ok(action) => {
             count(CTR_REDIRECTED, 1);
@@ -109,10 +133,46 @@ pub fn tapvault_xdp(ctx: XdpContext) -> u32 {
         }
         Err(_) => {
             // The socket went away between the lookup and the redirect.
+            if prefixed {
+                // SAFETY: `ctx.ctx` is the program's context; this takes back exactly the
+                // META_LEN bytes `write_meta_in_data` put in front.
+                unsafe { bpf_xdp_adjust_head(ctx.ctx.cast(), META_LEN as i32) };
+            }
             count(CTR_NO_SOCKET, 1);
             cfg.no_socket_action
         }
     }
+}
+
+/// Grows the frame at its head by `META_LEN` bytes and writes the arrival time and wire
+/// length there; returns whether it did. Counts `CTR_META_FAILED` when there is no headroom.
+#[inline(always)]
+fn write_meta_in_data(ctx: &XdpContext, ts: u64, orig_len: u32) -> bool {
+    // SAFETY: `ctx.ctx` is the program's context; the kernel checks the headroom and
+    // returns < 0 when a negative delta does not fit.
+    let r = unsafe { bpf_xdp_adjust_head(ctx.ctx.cast(), -(META_LEN as i32)) };
+    if r != 0 {
+        count(CTR_META_FAILED, 1);
+        return false;
+    }
+    // The helper invalidated the packet pointers: read them again.
+    let start = ctx.data();
+    if start + META_LEN > ctx.data_end() {
+        // Cannot happen (the frame just grew by META_LEN); the verifier needs the check.
+        // SAFETY: as above; gives back the bytes just taken.
+        unsafe { bpf_xdp_adjust_head(ctx.ctx.cast(), META_LEN as i32) };
+        count(CTR_META_FAILED, 1);
+        return false;
+    }
+    let m = PacketMeta {
+        ts_tai_ns: ts,
+        orig_len,
+        magic: META_MAGIC,
+    };
+    // SAFETY: the check above proves META_LEN writable bytes at `start`; unaligned because
+    // the packet data has no alignment guarantee.
+    unsafe { core::ptr::write_unaligned(start as *mut PacketMeta, m) };
+    true
 }
 
 /// Grows the metadata area by `META_LEN` bytes and writes the arrival time and wire length

@@ -41,7 +41,7 @@ use std::{fmt, io, net::IpAddr, os::fd::AsFd};
 use aya::{
     Ebpf, include_bytes_aligned,
     maps::{Array, MapData, PerCpuArray, XskMap, lpm_trie::Key, lpm_trie::LpmTrie},
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use tapvault_xdp_abi as abi;
 
@@ -292,12 +292,16 @@ impl XdpCounters {
 /// by [`XdpProgram::detach`] or on drop.
 pub struct XdpProgram {
     ebpf: Ebpf,
+    /// The program of the object that is loaded ([`abi::PROG_NAME`] or
+    /// [`abi::PROG_NAME_META_IN_DATA`]).
+    prog_name: &'static str,
     attached: Option<(String, XdpLinkId, ActiveMode)>,
 }
 
 impl fmt::Debug for XdpProgram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("XdpProgram")
+            .field("program", &self.prog_name)
             .field("attached", &self.attached)
             .finish_non_exhaustive()
     }
@@ -318,6 +322,28 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(aya::maps::MapError) -> Error 
     }
 }
 
+/// Loads program `name` of the object into the kernel.
+fn load_program(ebpf: &mut Ebpf, name: &str) -> std::result::Result<(), ProgramError> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| ProgramError::InvalidName {
+            name: name.to_string(),
+        })?
+        .try_into()?;
+    prog.load()
+}
+
+/// Whether the verifier refused the program because the kernel does not offer
+/// `bpf_xdp_adjust_meta` to XDP programs.
+fn refuses_adjust_meta(e: &ProgramError) -> bool {
+    match e {
+        ProgramError::LoadError { verifier_log, .. } => verifier_log
+            .to_string()
+            .contains("cannot use helper bpf_xdp_adjust_meta"),
+        _ => false,
+    }
+}
+
 impl XdpProgram {
     /// Loads the program into the kernel and writes its configuration; nothing is attached
     /// yet.
@@ -326,20 +352,31 @@ impl XdpProgram {
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| Error::Load {
             source: Box::new(e),
         })?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(abi::PROG_NAME)
-            .ok_or_else(|| Error::Load {
-                source: format!("no program `{}` in the object", abi::PROG_NAME).into(),
-            })?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| Error::Load {
-                source: Box::new(e),
-            })?;
-        prog.load().map_err(|e| Error::Load {
-            source: Box::new(e),
-        })?;
+        // The program that writes the metadata in the metadata area first; if the kernel's
+        // verifier refuses that helper to XDP programs (a locked-down 6.18 build here does),
+        // the variant that writes it inside the packet data.
+        let prog_name = match load_program(&mut ebpf, abi::PROG_NAME) {
+            Ok(()) => abi::PROG_NAME,
+            Err(e) if refuses_adjust_meta(&e) => {
+                load_program(&mut ebpf, abi::PROG_NAME_META_IN_DATA).map_err(|e2| Error::Load {
+                    source: format!(
+                        "the verifier refused both `{}` ({e}) and `{}` ({e2})",
+                        abi::PROG_NAME,
+                        abi::PROG_NAME_META_IN_DATA
+                    )
+                    .into(),
+                })?;
+                abi::PROG_NAME_META_IN_DATA
+            }
+            Err(e) => {
+                return Err(Error::Load {
+                    source: Box::new(e),
+                });
+            }
+        };
         let mut p = XdpProgram {
             ebpf,
+            prog_name,
             attached: None,
         };
         p.configure(opts)?;
@@ -446,18 +483,28 @@ impl XdpProgram {
     }
 
     /// Puts an AF_XDP socket (bound to RX queue `queue` of the interface this program is or
-    /// will be attached to) into the XSKMAP, so frames of that queue are redirected to it.
-    pub fn register_socket(&mut self, queue: u32, socket: &impl AsFd) -> Result<()> {
+    /// will be attached to) into the XSKMAP, so frames of that queue are redirected to it,
+    /// and tells the socket where this program puts each frame's metadata.
+    pub fn register_socket(&mut self, queue: u32, socket: &XskSocket) -> Result<()> {
         if queue >= abi::MAX_QUEUES {
             return Err(Error::Invalid(format!(
                 "queue {queue} is beyond the XSKMAP's {} entries",
                 abi::MAX_QUEUES
             )));
         }
+        socket.set_meta_in_data(self.meta_in_data());
         let mut xsks = self.xsk_map()?;
         xsks.set(queue, socket.as_fd(), 0).map_err(io_err(format!(
             "cannot register the socket of queue {queue}"
         )))
+    }
+
+    /// Whether the loaded program writes each frame's metadata inside the packet data, in
+    /// front of the frame (the kernel refused `bpf_xdp_adjust_meta`), rather than in the
+    /// metadata area. Either way every frame reaches user space with its kernel arrival time
+    /// and wire length.
+    pub fn meta_in_data(&self) -> bool {
+        self.prog_name == abi::PROG_NAME_META_IN_DATA
     }
 
     /// Removes the socket of RX queue `queue` from the XSKMAP: its frames then get the
@@ -487,7 +534,7 @@ impl XdpProgram {
         }
         let prog: &mut Xdp = self
             .ebpf
-            .program_mut(abi::PROG_NAME)
+            .program_mut(self.prog_name)
             .ok_or_else(|| Error::Invalid("program missing".into()))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| Error::Load {
@@ -536,7 +583,7 @@ impl XdpProgram {
         };
         let prog: &mut Xdp = self
             .ebpf
-            .program_mut(abi::PROG_NAME)
+            .program_mut(self.prog_name)
             .ok_or_else(|| Error::Invalid("program missing".into()))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| Error::Load {

@@ -13,6 +13,7 @@
 //! CLOCK_REALTIME and its captured length, and is counted in [`XskSocket::frames_without_meta`].
 
 use std::{
+    cell::Cell,
     ffi::CString,
     fmt, io,
     num::NonZeroU32,
@@ -105,39 +106,26 @@ impl Default for XskOptions {
     }
 }
 
-/// The UMEM's memory: an anonymous private mapping, unmapped on drop.
+/// The UMEM's memory: an anonymous private mapping, populated up front and unmapped on drop.
 struct Area {
+    /// Owns the mapping. The kernel writes frames into it behind Rust's back, so no reference
+    /// to the whole area is held: frames are reached through `ptr` only.
+    _map: memmap2::MmapMut,
     ptr: NonNull<u8>,
     len: usize,
 }
 
 impl Area {
     fn new(len: usize) -> io::Result<Self> {
-        // SAFETY: an anonymous private mapping at an address the kernel picks; the result is
-        // checked before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
-        Ok(Area { ptr, len })
-    }
-}
-
-impl Drop for Area {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly the mapping made in `new`; the UMEM and rings that
-        // use it were dropped before (field order in `XskSocket`).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        let mut map = memmap2::MmapOptions::new().len(len).populate().map_anon()?;
+        // The mapping does not move when `map` does, so the pointer stays valid for its life.
+        let ptr =
+            NonNull::new(map.as_mut_ptr()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
+        Ok(Area {
+            _map: map,
+            ptr,
+            len,
+        })
     }
 }
 
@@ -159,6 +147,10 @@ pub struct XskSocket {
     received: u64,
     received_bytes: u64,
     no_meta: u64,
+    /// Frames carry their [`PacketMeta`] inside the data, in front of the frame (set by
+    /// [`XdpProgram::register_socket`](super::xdp::XdpProgram::register_socket) when the
+    /// program that writes it that way is loaded).
+    meta_in_data: Cell<bool>,
     // Last: unmapped after everything that points into it.
     area: Area,
 }
@@ -333,6 +325,7 @@ impl XskSocket {
             received: 0,
             received_bytes: 0,
             no_meta: 0,
+            meta_in_data: Cell::new(false),
             area,
         };
         s.refill();
@@ -342,6 +335,12 @@ impl XskSocket {
     /// Zero-copy or copy.
     pub fn bind_mode(&self) -> ActiveBind {
         self.mode
+    }
+
+    /// Tells the socket where the XDP program puts each frame's metadata: in the packet data,
+    /// in front of the frame (`true`), or in the metadata area before it.
+    pub(super) fn set_meta_in_data(&self, in_data: bool) {
+        self.meta_in_data.set(in_data);
     }
 
     /// Frames that arrived without the XDP program's metadata and got a per-batch user-space
@@ -418,9 +417,16 @@ impl XskSocket {
             // SAFETY: `[addr, addr+len)` lies within one frame of the UMEM (checked above), the
             // kernel handed this frame to user space through the RX ring and does not touch it
             // until it is back in the fill ring, which happens after the callback returns.
-            let data = unsafe { std::slice::from_raw_parts(base.add(addr as usize), len as usize) };
+            let mut data =
+                unsafe { std::slice::from_raw_parts(base.add(addr as usize), len as usize) };
             let mut meta = None;
-            if addr >= frame_start + META_LEN as u64 {
+            if self.meta_in_data.get() {
+                // The program put the metadata in front of the frame, inside the data.
+                if let Some(m) = meta_in_front(data) {
+                    meta = Some(m);
+                    data = &data[META_LEN..];
+                }
+            } else if addr >= frame_start + META_LEN as u64 {
                 let mp = addr as usize - META_LEN;
                 // SAFETY: `mp..addr` lies within the same frame (checked), which user space
                 // owns right now; PacketMeta is plain data, read unaligned.
@@ -434,17 +440,19 @@ impl XskSocket {
                     unsafe { std::ptr::write_unaligned(base.add(mp + 12).cast::<u32>(), 0) };
                 }
             }
+            let len = data.len() as u64;
+            let wire = data.len() as u32;
             let frame = match meta {
                 Some(m) => RxFrame {
                     ts_ns: m.ts_tai_ns as i64 + tai_to_real,
-                    orig_len: m.orig_len.max(d.len),
+                    orig_len: m.orig_len.max(wire),
                     data,
                 },
                 None => {
                     self.no_meta += 1;
                     RxFrame {
                         ts_ns: batch_real,
-                        orig_len: d.len,
+                        orig_len: wire,
                         data,
                     }
                 }
@@ -460,6 +468,20 @@ impl XskSocket {
         self.refill();
         Ok(n)
     }
+}
+
+/// The [`PacketMeta`] the program put at the start of `data`, if it is there.
+fn meta_in_front(data: &[u8]) -> Option<PacketMeta> {
+    let b = data.get(..META_LEN)?;
+    let u32_at = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&b[..8]);
+    let m = PacketMeta {
+        ts_tai_ns: u64::from_ne_bytes(ts),
+        orig_len: u32_at(8),
+        magic: u32_at(12),
+    };
+    (m.magic == META_MAGIC).then_some(m)
 }
 
 impl AsFd for XskSocket {
@@ -561,6 +583,30 @@ fn validate(o: &XskOptions) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_in_front_of_the_frame_is_read_and_checked() {
+        // The program writes `PacketMeta` as laid out in memory (repr(C)).
+        assert_eq!(std::mem::offset_of!(PacketMeta, ts_tai_ns), 0);
+        assert_eq!(std::mem::offset_of!(PacketMeta, orig_len), 8);
+        assert_eq!(std::mem::offset_of!(PacketMeta, magic), 12);
+        let m = PacketMeta {
+            ts_tai_ns: 0x0123_4567_89ab_cdef,
+            orig_len: 1514,
+            magic: META_MAGIC,
+        };
+        let mut data = Vec::new();
+        data.extend_from_slice(&m.ts_tai_ns.to_ne_bytes());
+        data.extend_from_slice(&m.orig_len.to_ne_bytes());
+        data.extend_from_slice(&m.magic.to_ne_bytes());
+        data.extend_from_slice(&[0xaa; 60]);
+        assert_eq!(meta_in_front(&data), Some(m));
+        // No magic: a frame the program could not prefix is taken as it is.
+        let mut other = data.clone();
+        other[12] ^= 1;
+        assert_eq!(meta_in_front(&other), None);
+        assert_eq!(meta_in_front(&data[..META_LEN - 1]), None);
+    }
 
     #[test]
     fn options_are_checked() {
