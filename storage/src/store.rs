@@ -263,7 +263,9 @@ pub struct PacketStore {
     opts: StoreOptions,
     stats: PacketStoreStats,
     shared: Shared<PacketStoreStats>,
-    next_retry_ns: i64,
+    /// When a paused store next tries to resume; `None` right after a pause that happened
+    /// outside a tick (a failed write): the next tick sets it one retry interval later.
+    next_retry_ns: Option<i64>,
     last_sync_ns: Option<i64>,
     last_space_check_ns: Option<i64>,
     /// Time of the oldest packet written since the last sync.
@@ -299,7 +301,7 @@ impl PacketStore {
             opts,
             stats: PacketStoreStats::default(),
             shared: Shared::default(),
-            next_retry_ns: 0,
+            next_retry_ns: None,
             last_sync_ns: None,
             last_space_check_ns: None,
             unsynced_oldest: None,
@@ -346,7 +348,10 @@ impl PacketStore {
             self.stats.free_bytes = free_bytes(&self.root);
         }
         if self.stats.paused.is_some() {
-            if now_ns >= self.next_retry_ns {
+            let retry = *self
+                .next_retry_ns
+                .get_or_insert(now_ns.saturating_add(self.opts.retry_interval_ns));
+            if now_ns >= retry {
                 self.try_resume(now_ns);
             }
         } else if space_due && self.below_minimum() {
@@ -354,16 +359,17 @@ impl PacketStore {
             self.published(r);
             if self.stats.paused.is_none() {
                 self.pause(PauseReason::DiskFull, "free space below the minimum".into());
-                self.next_retry_ns = now_ns + self.opts.retry_interval_ns;
             }
+            self.next_retry_ns = Some(now_ns + self.opts.retry_interval_ns);
         }
         if self.stats.paused.is_none() {
             if let Some(first) = self.w.segment_first_ts()
                 && now_ns >= first.saturating_add(self.segment_span_ns)
             {
                 let r = self.w.flush();
-                self.published(r);
-                self.synced();
+                if self.published(r) {
+                    self.synced();
+                }
             }
             let due = self
                 .last_sync_ns
@@ -379,7 +385,7 @@ impl PacketStore {
                     }
                     Err(e) => {
                         self.fail(&e);
-                        self.next_retry_ns = now_ns + self.opts.retry_interval_ns;
+                        self.next_retry_ns = Some(now_ns + self.opts.retry_interval_ns);
                     }
                 }
             }
@@ -393,8 +399,9 @@ impl PacketStore {
     pub fn close(mut self) -> PacketStoreStats {
         if self.stats.paused.is_none() {
             let r = self.w.flush();
-            self.published(r);
-            self.synced();
+            if self.published(r) {
+                self.synced();
+            }
         }
         self.recover_deferred();
         self.stats.bytes_written = self.w.bytes_written();
@@ -447,11 +454,17 @@ impl PacketStore {
         }
     }
 
-    fn published(&mut self, r: pcap::Result<Option<pcap::PublishedSegment>>) {
+    /// Counts a publication; a failure pauses (see [`fail`](Self::fail)). Returns whether
+    /// it succeeded.
+    fn published(&mut self, r: pcap::Result<Option<pcap::PublishedSegment>>) -> bool {
         match r {
-            Ok(p) => self.stats.segments_published += u64::from(p.is_some()),
+            Ok(p) => {
+                self.stats.segments_published += u64::from(p.is_some());
+                true
+            }
             Err(e) => {
                 self.fail(&e);
+                false
             }
         }
     }
@@ -487,6 +500,10 @@ impl PacketStore {
 
     fn pause(&mut self, reason: PauseReason, why: String) {
         self.stats.paused = Some(reason);
+        // The first retry comes one retry interval after the pause, also when the failure
+        // came from a write between two ticks (the next tick schedules it): resuming at once
+        // would retry on a disk that was full a moment ago, at every tick.
+        self.next_retry_ns = None;
         if self.probation.is_some() {
             // The resumption did not hold: the same episode goes on.
             return;
@@ -523,7 +540,7 @@ impl PacketStore {
     }
 
     fn try_resume(&mut self, now_ns: i64) {
-        self.next_retry_ns = now_ns + self.opts.retry_interval_ns;
+        self.next_retry_ns = Some(now_ns + self.opts.retry_interval_ns);
         self.stats.free_bytes = free_bytes(&self.root);
         if self.below_minimum() || self.stats.free_bytes.is_some_and(|f| f < RESUME_MIN_FREE) {
             return;

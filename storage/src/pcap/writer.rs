@@ -870,34 +870,52 @@ impl SegmentWriter {
     }
 
     /// Ends the last frame, appends the seek table and publishes segment and index.
+    ///
+    /// On an error the segment stays open (its files as they are), so that
+    /// [`abandon_segment`](Self::abandon_segment) hands it to [`recover_segment`]: taken out
+    /// before, it would be forgotten, its temporary files left behind for good.
     fn finish_segment(&mut self) -> Result<Option<PublishedSegment>> {
         self.end_frame()?;
         self.clear_frame();
-        let Some(mut seg) = self.segment.take() else {
+        let Some(seg) = self.segment.as_mut() else {
             return Ok(None);
         };
         // The tail goes after every queued frame.
         self.io.barrier()?;
-        let tail = write_tail(&seg.file.file, &seg.tmp, seg.offset, &mut seg.entries)?;
-        self.bytes_written += seg.offset + tail;
-        drop(seg.file);
-        drop(seg.journal);
+        // The entries as they were, should the tail fail (recovery rebuilds them anyway).
+        let entries = seg.entries.len();
+        let tail = match write_tail(&seg.file.file, &seg.tmp, seg.offset, &mut seg.entries) {
+            Ok(tail) => tail,
+            Err(e) => {
+                seg.entries.truncate(entries);
+                return Err(e);
+            }
+        };
         let index = SegmentIndex {
             link_type: self.options.link_type,
             snap_len: self.options.snap_len,
             packets: seg.packets,
             min_ts: seg.min_ts,
             max_ts: seg.max_ts,
-            frames: seg.frames,
+            frames: std::mem::take(&mut seg.frames),
         };
-        publish(
+        match publish(
             &seg.dir,
             &seg.tmp,
             &self.writer_id,
             &index,
             &seg.journal_path,
-        )
-        .map(Some)
+        ) {
+            Ok(published) => {
+                self.bytes_written += seg.offset + tail;
+                self.segment = None;
+                Ok(Some(published))
+            }
+            Err(e) => {
+                seg.frames = index.frames;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -951,12 +969,23 @@ fn publish(
     }
     let index_final = index_path(&path);
     let index_tmp = index_tmp_path(&path);
-    let mut f = File::create(&index_tmp).map_err(PcapError::io("create", &index_tmp))?;
-    f.write_all(&index.encode())
-        .and_then(|()| f.sync_all())
-        .map_err(PcapError::io("write", &index_tmp))?;
-    drop(f);
-    fs::rename(tmp, &path).map_err(PcapError::io("rename", tmp))?;
+    let written = File::create(&index_tmp)
+        .map_err(PcapError::io("create", &index_tmp))
+        .and_then(|mut f| {
+            f.write_all(&index.encode())
+                .and_then(|()| f.sync_all())
+                .map_err(PcapError::io("write", &index_tmp))
+        });
+    if let Err(e) = written {
+        // Nothing is published yet: leave no half-written index behind (the segment stays
+        // a temporary file, for the caller to recover or retry).
+        let _ = fs::remove_file(&index_tmp);
+        return Err(e);
+    }
+    if let Err(e) = fs::rename(tmp, &path) {
+        let _ = fs::remove_file(&index_tmp);
+        return Err(PcapError::io("rename", tmp)(e));
+    }
     sync_dir(dir)?;
     fs::rename(&index_tmp, &index_final).map_err(PcapError::io("rename", &index_tmp))?;
     sync_dir(dir)?;
@@ -1292,6 +1321,40 @@ fn recover_dir(dir: &Path, depth: u32, done: &mut Recovered) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_segment_whose_publication_fails_is_kept_for_recovery() {
+        let root = std::env::temp_dir().join(format!(
+            "tapvault-storage-publish-fails-{}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&root);
+        let ts = 1_700_000_000_000_000_000;
+        let mut w = SegmentWriter::new(&root, "w0", SegmentOptions::default()).unwrap();
+        for i in 0..10u8 {
+            w.write(ts + i64::from(i), 100, &[i; 100], 7).unwrap();
+        }
+        // A directory where the temporary index goes: its publication fails.
+        let dir = partition_dir(&root, hour_of(ts));
+        let blocker = index_tmp_path(&dir.join(segment_name(ts, "w0")));
+        fs::create_dir(&blocker).unwrap();
+        assert!(w.flush().is_err());
+        // The writer still holds the segment, for recovery to publish.
+        let (tmp, packets) = w.abandon_segment().expect("the segment is not forgotten");
+        assert_eq!(packets, 10);
+        fs::remove_dir(&blocker).unwrap();
+        let published = recover_segment(&tmp).unwrap().expect("its frames are kept");
+        assert_eq!(published.packets, 10);
+        let left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        drop(w);
+        fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn inner_padding_has_the_length_asked_and_decompresses_to_nothing() {
