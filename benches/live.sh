@@ -35,7 +35,8 @@
 #   TX_CPU=0 RX_CPU=1  CPUs of sender and receiver
 #   BUFFER_MB=32       receive buffer of the AF_PACKET receivers (rxbench ring, tcpdump -B,
 #                      capture.block_count of 1 MiB blocks)
-#   UMEM_FRAMES=4096   UMEM frames (4 KiB) per AF_XDP socket (rxbench xsk, capture.umem_frames)
+#   UMEM_FRAMES=16384  UMEM frames (4 KiB) per AF_XDP socket (rxbench xsk, capture.umem_frames);
+#                      the fill and RX rings get as many entries, up to 65536, in both
 #   XDP_MODE=auto      XDP attach mode of the AF_XDP receivers (auto: driver mode on veth)
 #   CAPTURE_CPUS=$RX_CPU  CPUs of the whole `tapvault capture` process (taskset; its worker is
 #                      pinned to RX_CPU); RX_CPU alone gives it the one core every other receiver
@@ -63,7 +64,8 @@ FLOWS=${FLOWS:-64}
 TX_CPU=${TX_CPU:-0}
 RX_CPU=${RX_CPU:-1}
 BUFFER_MB=${BUFFER_MB:-32}
-UMEM_FRAMES=${UMEM_FRAMES:-4096}
+UMEM_FRAMES=${UMEM_FRAMES:-16384}
+XSK_RING=$(( UMEM_FRAMES < 65536 ? UMEM_FRAMES : 65536 ))
 XDP_MODE=${XDP_MODE:-auto}
 CAPTURE_CPUS=${CAPTURE_CPUS:-$RX_CPU}
 RX_KERNEL=${RX_KERNEL:-sender}
@@ -184,11 +186,12 @@ trial_afpacket() {
 }
 
 # The ceiling on AF_XDP: the XDP program (XDP_MODE) redirecting to one socket per RX queue
-# (copy mode on veth), UMEM_FRAMES frames of 4 KiB each, rings of 4096. Queue 0 only: a veth
+# (copy mode on veth), UMEM_FRAMES frames of 4 KiB each, rings of XSK_RING. Queue 0 only: a veth
 # has one real RX queue unless created with numrxqueues (its num_rx_queues shows the maximum),
 # and the sender's frames arrive on it.
 trial_xsk() {
-    rxbench_trial xsk "$1" "$2" --umem-frames "$UMEM_FRAMES" --xdp-mode "$XDP_MODE" --queues 0
+    rxbench_trial xsk "$1" "$2" --umem-frames "$UMEM_FRAMES" --ring-size "$XSK_RING" \
+        --xdp-mode "$XDP_MODE" --queues 0
 }
 
 trial_tcpdump() {

@@ -186,6 +186,9 @@ fn open_xdp(s: &Settings) -> Result<(XdpProgram, Vec<Box<dyn RxSource>>)> {
     };
     let xsk = XskOptions {
         frame_count: c.umem_frames,
+        // The fill and RX rings as deep as the UMEM allows (the kernel's limit for a ring is
+        // 2^16 here): the rings, not the UMEM, bound how many frames wait for the worker.
+        ring_size: c.umem_frames.min(1 << 16),
         frame_size: c.frame_size,
         bind: match c.zero_copy {
             ZeroCopy::Auto => BindMode::Auto,
