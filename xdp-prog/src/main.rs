@@ -7,8 +7,8 @@
 //! `PacketMeta` (TAI arrival time, wire length) in front of it and redirect it to the
 //! socket. Two entry points share the code: `tapvault_xdp` puts the metadata in the XDP
 //! metadata area, `tapvault_xdp_head` inside the packet data (for kernels that refuse
-//! `bpf_xdp_adjust_meta`); user space loads the first the kernel accepts. Per-CPU counters record every outcome: seen = redirected + filtered + no_socket +
-//! errors.
+//! `bpf_xdp_adjust_meta`); user space loads the first the kernel accepts. Per-CPU counters
+//! record every outcome: seen = redirected + filtered + no_socket + errors.
 //!
 //! Built by `scripts/build-xdp.sh` into `dataplane/xdp/tapvault-xdp.bpf.o`.
 

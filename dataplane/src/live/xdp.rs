@@ -499,6 +499,17 @@ impl XdpProgram {
         )))
     }
 
+    /// The loaded program.
+    fn program(&mut self) -> Result<&mut Xdp> {
+        self.ebpf
+            .program_mut(self.prog_name)
+            .ok_or_else(|| Error::Invalid("program missing".into()))?
+            .try_into()
+            .map_err(|e: ProgramError| Error::Load {
+                source: Box::new(e),
+            })
+    }
+
     /// Whether the loaded program writes each frame's metadata inside the packet data, in
     /// front of the frame (the kernel refused `bpf_xdp_adjust_meta`), rather than in the
     /// metadata area. Either way every frame reaches user space with its kernel arrival time
@@ -532,14 +543,7 @@ impl XdpProgram {
                 "already attached to `{i}` in {m} mode"
             )));
         }
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(self.prog_name)
-            .ok_or_else(|| Error::Invalid("program missing".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| Error::Load {
-                source: Box::new(e),
-            })?;
+        let prog = self.program()?;
         let tries: &[(ActiveMode, XdpMode)] = match mode {
             AttachMode::Driver => &[(ActiveMode::Driver, XdpMode::Driver)],
             AttachMode::Skb => &[(ActiveMode::Skb, XdpMode::Skb)],
@@ -581,14 +585,7 @@ impl XdpProgram {
         let Some((iface, id, _)) = self.attached.take() else {
             return Ok(());
         };
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(self.prog_name)
-            .ok_or_else(|| Error::Invalid("program missing".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| Error::Load {
-                source: Box::new(e),
-            })?;
+        let prog = self.program()?;
         prog.detach(id).map_err(|source| Error::Detach {
             iface,
             source: Box::new(source),

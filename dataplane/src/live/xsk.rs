@@ -9,7 +9,8 @@
 //!
 //! Each frame's arrival time and wire length come from the metadata the XDP program writes in
 //! front of it ([`tapvault_xdp_abi::PacketMeta`], CLOCK_TAI converted to CLOCK_REALTIME
-//! here). A frame without it (a driver without headroom for metadata) gets the batch's
+//! here): in the metadata area, or inside the data as a prefix stripped here when the kernel
+//! refuses `bpf_xdp_adjust_meta` ([`XdpProgram::meta_in_data`](super::xdp::XdpProgram::meta_in_data)). A frame without it (a driver without headroom for metadata) gets the batch's
 //! CLOCK_REALTIME and its captured length, and is counted in [`XskSocket::frames_without_meta`].
 
 use std::{
@@ -398,6 +399,7 @@ impl XskSocket {
             return Ok(0);
         }
         let batch_real = sys::clock_ns(libc::CLOCK_REALTIME);
+        let meta_in_data = self.meta_in_data.get();
         let tai_to_real = sys::realtime_minus_tai_ns();
         let fsize = u64::from(self.opts.frame_size);
         let area_len = self.area.len as u64;
@@ -420,7 +422,7 @@ impl XskSocket {
             let mut data =
                 unsafe { std::slice::from_raw_parts(base.add(addr as usize), len as usize) };
             let mut meta = None;
-            if self.meta_in_data.get() {
+            if meta_in_data {
                 // The program put the metadata in front of the frame, inside the data.
                 if let Some(m) = meta_in_front(data) {
                     meta = Some(m);
@@ -440,7 +442,7 @@ impl XskSocket {
                     unsafe { std::ptr::write_unaligned(base.add(mp + 12).cast::<u32>(), 0) };
                 }
             }
-            let len = data.len() as u64;
+            // The frame's own bytes, without a metadata prefix.
             let wire = data.len() as u32;
             let frame = match meta {
                 Some(m) => RxFrame {
@@ -459,7 +461,7 @@ impl XskSocket {
             };
             f(&frame);
             self.received += 1;
-            self.received_bytes += len;
+            self.received_bytes += u64::from(wire);
             n += 1;
         }
         r.release();
