@@ -234,8 +234,8 @@ fn open_xdp(s: &Settings) -> Result<(XdpProgram, Vec<Box<dyn RxSource>>)> {
 // mapped here shows up in each. Where they take a dataplane struct apart, the pattern names every field: a
 // counter added there does not compile until it is mapped or left out here on purpose.
 
-/// The XDP program's counters as the API reports them. Byte counts, `trunc_failed` and
-/// `non_ip` are not reported.
+/// The XDP program's counters as the API reports them, and where it puts the metadata. Byte
+/// counts, `trunc_failed` and `non_ip` are not reported.
 pub(crate) fn xdp_status(c: &XdpCounters) -> tapvault_api::XdpCounters {
     let XdpCounters {
         seen,
@@ -249,6 +249,7 @@ pub(crate) fn xdp_status(c: &XdpCounters) -> tapvault_api::XdpCounters {
         meta_failed,
         trunc_failed: _,
         non_ip: _,
+        meta_in_data,
     } = *c;
     let mut x = tapvault_api::XdpCounters::default();
     x.seen = seen;
@@ -258,6 +259,12 @@ pub(crate) fn xdp_status(c: &XdpCounters) -> tapvault_api::XdpCounters {
     x.errors = errors;
     x.truncated = truncated;
     x.meta_failed = meta_failed;
+    x.metadata = if meta_in_data {
+        "packet_data"
+    } else {
+        "meta_area"
+    }
+    .into();
     x
 }
 
@@ -878,6 +885,7 @@ mod tests {
             meta_failed: 29,
             trunc_failed: 30,
             non_ip: 31,
+            meta_in_data: true,
         };
         let mut st = StorageStatus::default();
         st.packets_written = 41;
@@ -915,6 +923,12 @@ mod tests {
         ] {
             assert_eq!(v["xdp"][k], want, "xdp.{k}: {v}");
         }
+        assert_eq!(v["xdp"]["metadata"], "packet_data", "{v}");
+        let in_area = XdpCounters {
+            meta_in_data: false,
+            ..xdp
+        };
+        assert_eq!(xdp_status(&in_area).metadata, "meta_area");
         assert_eq!(v["xdp"], serde_json::to_value(xdp_status(&xdp)).unwrap());
         for (k, want) in [
             ("packets_written", 41),

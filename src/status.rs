@@ -99,12 +99,13 @@ pub(crate) fn status(a: StatusArgs) -> Result<()> {
     if let Some(x) = v["xdp"].as_object() {
         let g = |k: &str| x.get(k).map_or(0, n);
         println!(
-            "  xdp: seen {}, redirected {}, filtered {}, no socket {}, errors {}",
+            "  xdp: seen {}, redirected {}, filtered {}, no socket {}, errors {}; metadata in {}",
             g("seen"),
             g("redirected"),
             g("filtered"),
             g("no_socket"),
-            g("errors")
+            g("errors"),
+            x.get("metadata").and_then(Value::as_str).unwrap_or("?")
         );
     }
     for s in v["shards"].as_array().into_iter().flatten() {

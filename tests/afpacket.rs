@@ -23,27 +23,11 @@ use tapvault_dataplane::live::{
 
 use crate::util::{analyze_json, sh};
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// False (after saying why) when the test must skip: not root and not in CI.
+/// False (after saying why) when `test` must skip: not root and not in CI.
 fn privileged(test: &str) -> bool {
-    if !is_root() && std::env::var_os("CI").is_none() {
-        eprintln!(
-            "SKIPPED: {test} needs root (network namespaces, veths, packet sockets) and CI is \
-             unset; run as root: cargo test --test integration afpacket"
-        );
-        return false;
-    }
-    true
+    crate::util::privileged(&format!(
+        "{test} (network namespaces, veths, packet sockets; cargo test --test integration afpacket)"
+    ))
 }
 
 /// Two namespaces joined by a veth pair, `a` in `ns_a` and `b` in `ns_b`, IPv6 off (so the

@@ -33,17 +33,6 @@ fn tool(name: &str) -> Option<PathBuf> {
     None
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A scratch directory removed on drop.
@@ -334,8 +323,7 @@ impl Drop for Veth {
 
 #[test]
 fn check_reports_a_veth() {
-    if !is_root() && std::env::var_os("CI").is_none() {
-        eprintln!("SKIPPED: check_reports_a_veth needs root (creates a veth) and CI is unset");
+    if !crate::util::privileged("check_reports_a_veth (creates a veth)") {
         return;
     }
     let veth = Veth::new(2);

@@ -24,17 +24,6 @@ const SLOW_PORT: u64 = 5003;
 const KEEPALIVE_PORT: u64 = 5004;
 const CLOSED_PORT: u64 = 5009;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// A scratch directory, removed when the test passes and kept (and named) when it fails.
 struct Scratch(PathBuf);
 
@@ -116,6 +105,15 @@ fn run_demo(dir: &std::path::Path, extra: &[&str]) -> String {
         );
         assert_eq!(x("redirected"), c("frames"), "{capture}");
         assert_eq!(x("meta_failed"), 0, "{capture}");
+        // The report names the program variant that ran, as the start-up line did.
+        let said = if stderr.contains("per-frame metadata in the packet data") {
+            "packet_data"
+        } else if stderr.contains("per-frame metadata in the XDP metadata area") {
+            "meta_area"
+        } else {
+            panic!("no XDP start-up line:\n{stderr}")
+        };
+        assert_eq!(capture["xdp"]["metadata"], said, "{capture}");
     }
     let per_worker: u64 = capture["worker_frames"]
         .as_array()
@@ -169,8 +167,7 @@ fn both_workers_used(stdout: &str) {
 /// reference's), and nothing is lost.
 #[test]
 fn live_af_xdp_two_queues() {
-    if !is_root() && std::env::var_os("CI").is_none() {
-        eprintln!("SKIPPED: live AF_XDP capture needs root and CI is unset");
+    if !crate::util::privileged("live AF_XDP capture (live_af_xdp_two_queues)") {
         return;
     }
     let scratch = scratch_dir("xsk2-demo");
@@ -182,8 +179,7 @@ fn live_af_xdp_two_queues() {
 /// port: the same records as tcpdump + analyze, and both sockets used.
 #[test]
 fn live_af_packet_matches_tcpdump() {
-    if !is_root() && std::env::var_os("CI").is_none() {
-        eprintln!("SKIPPED: live AF_PACKET capture needs root and CI is unset");
+    if !crate::util::privileged("live AF_PACKET capture (live_af_packet_matches_tcpdump)") {
         return;
     }
     let scratch = scratch_dir("afp-demo");
@@ -197,8 +193,7 @@ fn live_af_packet_matches_tcpdump() {
 /// report says inline ran.
 #[test]
 fn live_af_packet_inline_matches_tcpdump() {
-    if !is_root() && std::env::var_os("CI").is_none() {
-        eprintln!("SKIPPED: live AF_PACKET capture needs root and CI is unset");
+    if !crate::util::privileged("live AF_PACKET capture (live_af_packet_inline_matches_tcpdump)") {
         return;
     }
     let scratch = scratch_dir("afp-inline-demo");
@@ -240,11 +235,7 @@ fn live_af_packet_inline_matches_tcpdump() {
 
 #[test]
 fn demo_capture_matches_tshark() {
-    if !is_root() && std::env::var_os("CI").is_none() {
-        eprintln!(
-            "SKIPPED: the netns test needs root (network namespaces, veths, tcpdump) and CI is \
-             unset; run it as root: cargo test --test integration netns"
-        );
+    if !crate::util::privileged("the netns test (namespaces, veths, tcpdump)") {
         return;
     }
     let Some(shared) = shared_dir() else { return };
@@ -378,8 +369,7 @@ fn http_get(base: &str, path: &str) -> (u16, Vec<u8>) {
 #[test]
 fn readme_demo_prints_and_serves() {
     use std::io::BufRead;
-    if !is_root() && std::env::var_os("CI").is_none() {
-        eprintln!("SKIPPED: the demo needs root and CI is unset");
+    if !crate::util::privileged("the README demo (readme_demo_prints_and_serves)") {
         return;
     }
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))

@@ -20,6 +20,29 @@ pub(crate) fn shared_dir() -> Option<PathBuf> {
     None
 }
 
+/// Whether the tests run as root (the real user id in `/proc/self/status`).
+pub(crate) fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// False, after saying why, when a privileged test must skip: not root and `CI` unset. In CI
+/// it is always true, so a privileged test runs there and fails if it cannot. `what` names
+/// the test and what it needs root for.
+pub(crate) fn privileged(what: &str) -> bool {
+    if is_root() || std::env::var_os("CI").is_some() {
+        return true;
+    }
+    eprintln!("SKIPPED: {what} needs root and CI is unset; run the tests as root");
+    false
+}
+
 /// Runs `tapvault analyze FILE --json` with extra arguments; returns the records.
 pub(crate) fn analyze_json(file: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_tapvault"))

@@ -32,22 +32,9 @@ const CAP_IP: [u8; 4] = [10, 77, 0, 1];
 const PEER_IP: [u8; 4] = [10, 77, 0, 2];
 
 fn privileged() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false);
-    if !root && std::env::var_os("CI").is_none() {
-        eprintln!(
-            "SKIPPED: the XDP tests need root (namespaces, veth, XDP) and CI is unset; run as \
-             root: cargo test --test integration xdp"
-        );
-        return false;
-    }
-    true
+    crate::util::privileged(
+        "the XDP tests (namespaces, veth, XDP; cargo test --test integration xdp)",
+    )
 }
 
 /// Two namespaces joined by a veth pair: `cap` (capture side) and `peer` (sender side).

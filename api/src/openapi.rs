@@ -78,7 +78,7 @@ fn status_schema() -> Value {
         "queues": {"type": "array", "items": q},
         "shards": {"type": "array", "items": sh},
         "storage": storage,
-        "xdp": {"type": "object", "nullable": true, "properties": {"seen": int, "redirected": int, "filtered": int, "no_socket": int, "errors": int, "truncated": int, "meta_failed": int}},
+        "xdp": {"type": "object", "nullable": true, "properties": {"seen": int, "redirected": int, "filtered": int, "no_socket": int, "errors": int, "truncated": int, "meta_failed": int, "metadata": {"type": "string", "enum": ["meta_area", "packet_data"]}}},
     }))
 }
 

@@ -115,6 +115,10 @@ pub struct XdpCounters {
     /// Redirected without the arrival-time metadata (no headroom for it; not terminal): the
     /// socket stamps them with its batch's time.
     pub meta_failed: u64,
+    /// Where the program puts each frame's arrival time and wire length: `meta_area` (the
+    /// XDP metadata area) or `packet_data` (in front of the frame, for kernels whose verifier
+    /// refuses `bpf_xdp_adjust_meta`; user space strips it). Which program variant runs.
+    pub metadata: String,
 }
 
 /// One flow shard.
@@ -394,6 +398,16 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
                 v as f64,
             );
         }
+        f.head(
+            "tapvault_xdp_program_info",
+            "gauge",
+            "The XDP program variant: where it puts each frame's metadata (meta_area or packet_data).",
+        );
+        f.sample(
+            "tapvault_xdp_program_info",
+            &[("metadata", x.metadata.clone())],
+            1.0,
+        );
     }
     let sh = |x: &ShardStatus| vec![("shard", x.shard.to_string())];
     f.each(
@@ -589,6 +603,11 @@ mod tests {
             ..ShardStatus::default()
         });
         s.storage.lag_seconds = Some(0.5);
+        s.xdp = Some(XdpCounters {
+            seen: 7,
+            metadata: "packet_data".into(),
+            ..XdpCounters::default()
+        });
         let text = prometheus(&s, &[(200, 4), (400, 1)]);
         let mut typed = std::collections::HashMap::new();
         let mut helped = std::collections::HashSet::new();
@@ -620,5 +639,7 @@ mod tests {
         );
         assert!(text.contains("tapvault_shard_flows_active{shard=\"1\"} 5"));
         assert!(text.contains("tapvault_api_requests_total{code=\"400\"} 1"));
+        assert!(text.contains("tapvault_xdp_frames_total{outcome=\"seen\"} 7"));
+        assert!(text.contains("tapvault_xdp_program_info{metadata=\"packet_data\"} 1"));
     }
 }

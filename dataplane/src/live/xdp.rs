@@ -277,6 +277,10 @@ pub struct XdpCounters {
     pub trunc_failed: u64,
     /// Frames that were not IP (or too short to parse).
     pub non_ip: u64,
+    /// Where the program puts `PacketMeta`: `false` in the XDP metadata area
+    /// (`tapvault_xdp`), `true` inside the packet data (`tapvault_xdp_head`, for kernels that
+    /// refuse `bpf_xdp_adjust_meta`). Not a counter: which program runs.
+    pub meta_in_data: bool,
 }
 
 impl XdpCounters {
@@ -620,6 +624,7 @@ impl XdpProgram {
             meta_failed: g(abi::CTR_META_FAILED),
             trunc_failed: g(abi::CTR_TRUNC_FAILED),
             non_ip: g(abi::CTR_NON_IP),
+            meta_in_data: self.meta_in_data(),
         })
     }
 }
