@@ -22,6 +22,11 @@
 # Otherwise STEPS bisection steps between 0 and that maximum; the result is the highest achieved
 # rate of a loss-free trial.
 #
+# Cost: every trial also records RX_CPU's busy time (wall time minus its cpuidle residency) and
+# the CPU time of the receiver's and NAPI threads (schedstat), from the start of sending to
+# SETTLE_SECONDS after its end. The summary turns the busy time into ns per frame and the rate
+# at which that work would fill the core, which decides what a sender-bound trial cannot.
+#
 # Output: benches/results/live-YYYY-MM-DD-HHMMSS/{trials.tsv,summary.md,env.txt} and the table on
 # stdout.
 #
@@ -48,6 +53,10 @@
 #                      receiving veth), and veth's NAPI (the XDP program and the copy into the
 #                      UMEM) runs threaded, its kernel thread pinned to RX_CPU once attached.
 #                      The receiver then pays for its kernel work, and the sender outruns it.
+#   SETTLE_SECONDS=1   after each send, how long RX_CPU's busy time keeps counting (the cost
+#                      table of the summary)
+#   COST_PPS=0         when set, every receiver first gets a trial at this rate, and the cost
+#                      table compares the receivers on it (the same traffic for all)
 #   PIPELINE=auto      flow.pipeline of `tapvault capture`: auto (inline when the process has one
 #                      CPU, as with the default CAPTURE_CPUS), inline or threaded
 #   DATA_ROOT=DIR      where tcpdump and capture write (default: a tmpfs directory under /dev/shm,
@@ -60,6 +69,11 @@ SIZES=${SIZES:-"64 1500"}
 MODES=${MODES:-"afpacket xsk tcpdump capture-afpacket capture-xsk"}
 STEP_SECONDS=${STEP_SECONDS:-3}
 STEPS=${STEPS:-6}
+SETTLE_SECONDS=${SETTLE_SECONDS:-1}
+COST_PPS=${COST_PPS:-0}
+# rxbench stops after this long without frames: past the settle time, so that its threads (and
+# the NAPI thread of its XDP program) are still there for the second reading of rx_threads_ns.
+RX_IDLE=$(awk -v s="$SETTLE_SECONDS" 'BEGIN {print s + 1}')
 FLOWS=${FLOWS:-64}
 TX_CPU=${TX_CPU:-0}
 RX_CPU=${RX_CPU:-1}
@@ -70,6 +84,8 @@ XDP_MODE=${XDP_MODE:-auto}
 CAPTURE_CPUS=${CAPTURE_CPUS:-$RX_CPU}
 RX_KERNEL=${RX_KERNEL:-sender}
 PIPELINE=${PIPELINE:-auto}
+[[ "$COST_PPS" =~ ^[0-9]+$ ]] || { echo "live.sh: COST_PPS must be a whole number of packets per second, not '$COST_PPS'" >&2; exit 2; }
+[[ "$SETTLE_SECONDS" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "live.sh: SETTLE_SECONDS must be a number of seconds, not '$SETTLE_SECONDS'" >&2; exit 2; }
 case "$RX_KERNEL" in sender | receiver) ;; *) echo "live.sh: RX_KERNEL must be sender or receiver, not '$RX_KERNEL'" >&2; exit 2 ;; esac
 
 [ "$(id -u)" = 0 ] || { echo "live.sh: needs root (namespaces, veth, packet sockets)" >&2; exit 1; }
@@ -142,12 +158,63 @@ mkdir -p "$OUT"
     echo "data root: $DATA_ROOT ($(stat -f -c %T "$DATA_ROOT"))"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/env.txt"
-printf 'mode\tframe\ttarget_pps\tsent\treceived\tkernel_drops\tachieved_pps\tloss_free\n' > "$OUT/trials.tsv"
+HAVE_CPUIDLE=0
+if compgen -G "/sys/devices/system/cpu/cpu$RX_CPU/cpuidle/state*/time" >/dev/null; then
+    HAVE_CPUIDLE=1
+else
+    echo "live.sh: CPU $RX_CPU has no cpuidle states; the cost table will be empty" >&2
+fi
+printf 'mode\tframe\ttarget_pps\tsent\treceived\tkernel_drops\tachieved_pps\tloss_free\trx_cpu_busy_s\treceiver_threads_cpu_s\n' > "$OUT/trials.tsv"
 
-# blast SIZE PPS: sends for STEP_SECONDS; prints the blaster's JSON line.
+# rx_clock: "now idle" in ns: the wall clock, and RX_CPU's idle residency so far from cpuidle
+# (/sys/devices/system/cpu/cpuN/cpuidle/state*/time, microseconds, measured by the kernel at
+# every idle entry and exit). The difference between two readings' changes is RX_CPU's busy
+# time, exact and whatever ran: the receiver, the NAPI thread, softirq delivery through RPS
+# (which the scheduler charges to whichever task it interrupted, the idle task included).
+# /proc/stat's tick sampling is not used: paced traffic lines up with the tick, and its busy
+# figure for one trial swung between 37 % and 100 %.
+rx_clock() {
+    local idle=0 t v
+    if [ "$HAVE_CPUIDLE" = 0 ]; then echo "0 0"; return; fi
+    for t in /sys/devices/system/cpu/cpu"$RX_CPU"/cpuidle/state*/time; do
+        read -r v < "$t" && idle=$((idle + v))
+    done
+    echo "$(date +%s%N) $((idle * 1000))"
+}
+
+# rx_threads_ns PID: CPU time so far, in ns, of every thread of PID (the receiver), the
+# receiving veth's NAPI kernel threads (the XDP program and the copy into the UMEM run there
+# once threaded) and ksoftirqd on RX_CPU, from schedstat (exact per task).
+rx_threads_ns() {
+    local prefix t sum=0 v comm
+    prefix=$(printf '%.15s' "napi/$V_RX")
+    for t in /proc/"$1"/task/*; do
+        read -r v _ < "$t/schedstat" 2>/dev/null && sum=$((sum + v))
+    done
+    for t in /proc/[0-9]*; do
+        read -r comm < "$t/comm" 2>/dev/null || continue
+        if [ "${comm#"$prefix"}" != "$comm" ] || [ "$comm" = "$prefix" ] || [ "$comm" = "ksoftirqd/$RX_CPU" ]; then
+            read -r v _ < "$t/schedstat" 2>/dev/null && sum=$((sum + v))
+        fi
+    done
+    echo "$sum"
+}
+
+# blast SIZE PPS PID: sends for STEP_SECONDS; prints the blaster's JSON line. Also writes to
+# $SCRATCH/cost "busy threads": RX_CPU's busy time (rx_clock) and the receiver's CPU time
+# (rx_threads_ns PID), in ns, from the start of sending to SETTLE_SECONDS after its end (the
+# receiver drains its ring and its storage catches up).
 blast() {
-    ip netns exec "$NS_TX" "$TAPVAULT" blast --iface "$V_TX" --flows "$FLOWS" --frame-size "$1" \
-        --segments 200 --duration "$STEP_SECONDS" --pps "$2" --cpu "$TX_CPU"
+    local w0 i0 t0 w1 i1 t1 out
+    read -r w0 i0 < <(rx_clock)
+    t0=$(rx_threads_ns "$3")
+    out=$(ip netns exec "$NS_TX" "$TAPVAULT" blast --iface "$V_TX" --flows "$FLOWS" --frame-size "$1" \
+        --segments 200 --duration "$STEP_SECONDS" --pps "$2" --cpu "$TX_CPU")
+    sleep "$SETTLE_SECONDS"
+    read -r w1 i1 < <(rx_clock)
+    t1=$(rx_threads_ns "$3")
+    echo "$(( (w1 - w0) - (i1 - i0) )) $((t1 - t0))" > "$SCRATCH/cost"
+    echo "$out"
 }
 
 # wait_for FILE TEXT: until FILE contains TEXT (10 s at most).
@@ -168,14 +235,14 @@ rxbench_trial() {
     local src=$1 size=$2 pps=$3 err=$SCRATCH/rx.err out=$SCRATCH/rx.json
     shift 3
     ip netns exec "$NS_RX" "$TAPVAULT" rxbench --source "$src" --iface "$V_RX" \
-        --duration $((STEP_SECONDS + 20)) --idle 1 --cpus "$RX_CPU" "$@" > "$out" 2> "$err" &
+        --duration $((STEP_SECONDS + 20)) --idle "$RX_IDLE" --cpus "$RX_CPU" "$@" > "$out" 2> "$err" &
     local rx=$!
     PIDS+=("$rx")
     wait_for "$err" "rxbench: ready" || return 2
     grep -q "^rxbench: ready" "$SCRATCH/seen.$src" 2>/dev/null || grep "rxbench: ready" "$err" | tee "$SCRATCH/seen.$src" >&2
     echo "  napi threads pinned: $(pin_napi)" >&2
     local b
-    b=$(blast "$size" "$pps")
+    b=$(blast "$size" "$pps" "$rx")
     wait "$rx"
     jq -r --argjson b "$b" '"\($b.packets) \(.received) \(.kernel_drops) \($b.pps)"' "$out"
 }
@@ -202,7 +269,7 @@ trial_tcpdump() {
     PIDS+=("$td")
     wait_for "$err" "listening on" || return 2
     local b
-    b=$(blast "$1" "$2")
+    b=$(blast "$1" "$2" "$td")
     # libpcap hands over a partly filled block after its 1 s timeout.
     sleep 1.5
     kill -INT "$td"
@@ -241,8 +308,8 @@ capture_trial() {
     pin_napi >/dev/null
     local t0 b t1
     t0=$(cpu_ticks "$cap")
-    b=$(blast "$size" "$pps")
-    sleep 1.5
+    b=$(blast "$size" "$pps" "$cap")
+    sleep 0.5
     t1=$(cpu_ticks "$cap")
     kill -INT "$cap"
     if ! wait "$cap"; then
@@ -282,18 +349,26 @@ trial() {
     if [ "$recv" -gt "$sent" ]; then
         echo "live.sh: $1 received $recv > sent $sent (foreign frames on the link?)" >&2
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%s\n' "$1" "$2" "$3" "$sent" "$recv" "$drops" "$pps" "$ok" >> "$OUT/trials.tsv"
-    printf '  %-9s %5s B  target %9s pps: sent %9s received %9s drops %8s achieved %9.0f pps %s\n' \
-        "$1" "$2" "$3" "$sent" "$recv" "$drops" "$pps" "$([ $ok = 1 ] && echo loss-free || echo LOSS)" >&2
+    local busy_s threads_s
+    read -r busy_s threads_s < <(awk '{printf "%.3f %.3f\n", $1 / 1e9, $2 / 1e9}' "$SCRATCH/cost")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\n' "$1" "$2" "$3" "$sent" "$recv" "$drops" "$pps" "$ok" "$busy_s" "$threads_s" >> "$OUT/trials.tsv"
+    printf '  %-9s %5s B  target %9s pps: sent %9s received %9s drops %8s achieved %9.0f pps %s, RX CPU busy %s s (receiver and NAPI threads %s s)\n' \
+        "$1" "$2" "$3" "$sent" "$recv" "$drops" "$pps" "$([ $ok = 1 ] && echo loss-free || echo LOSS)" "$busy_s" "$threads_s" >&2
     printf '%.0f %s\n' "$pps" "$ok"
 }
 
 # search MODE SIZE: prints the loss-free rate ("N" or ">=N").
 search() {
     local r max ok best=0 lo=0 hi mid
+    if [ "$COST_PPS" -gt 0 ]; then
+        r=$(trial "$1" "$2" "$COST_PPS") || return 2
+        read -r pps ok <<< "$r"
+        [ "$ok" = 1 ] && best=$pps
+    fi
     r=$(trial "$1" "$2" 0) || return 2
     read -r max ok <<< "$r"
     if [ "$ok" = 1 ]; then echo ">=$max"; return; fi
+    [ "$best" -gt 0 ] && lo=$COST_PPS
     hi=$max
     for _ in $(seq "$STEPS"); do
         mid=$(( (lo + hi) / 2 ))
@@ -354,6 +429,32 @@ done
             }'
         echo
     fi
+    echo "Cost per frame on the receiving core, and the capacity it implies. Per receiver, the"
+    echo "loss-free trial with the most frames (at COST_PPS=${COST_PPS} when set, the same traffic for"
+    echo "all), from the start of sending to ${SETTLE_SECONDS} s after its end:"
+    echo "- RX CPU busy: wall time minus CPU ${RX_CPU}'s idle residency (cpuidle, exact): everything that"
+    echo "  ran there, the receiver, the NAPI thread, softirq delivery through RPS;"
+    echo "- threads: the receiver's threads (wherever they ran), the veth's NAPI threads and"
+    echo "  ksoftirqd/${RX_CPU} (schedstat). With CAPTURE_CPUS=RX_CPU and RX_KERNEL=receiver the two agree"
+    echo "  for the AF_XDP receivers; softirq delivery to AF_PACKET is only in the first."
+    echo "Capacity = frames / busy seconds: the rate at which that work would fill the core, which a"
+    echo "sender-bound trial cannot show. The cost per frame falls as the rate rises (larger batches,"
+    echo "fewer wake-ups), so a capacity taken below saturation is a lower bound, and receivers compare"
+    echo "fairly only at one rate (COST_PPS). With RX_KERNEL=sender the kernel's receive work is on"
+    echo "the sender's CPU and in neither figure."
+    echo
+    echo "| receiver | frame | at pps | frames | RX CPU busy s | ns/frame | capacity (pps) | threads s |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' -v cost="$COST_PPS" 'NR > 1 && $8 == 1 && $9 > 0 && (cost == 0 || $3 == cost) {
+            k = $1 FS $2
+            if (!(k in best) || $5 > frames[k]) { best[k] = $0; frames[k] = $5 }
+        }
+        END { for (k in best) print best[k] }' "$OUT/trials.tsv" | sort -t$'\t' -k2,2n -k1,1 |
+        awk -F'\t' '{
+            printf "| %s | %s B | %.0f | %d | %.2f | %.0f | %.0f | %.2f |\n", $1, $2, $7, $5, $9,
+                $9 * 1e9 / $5, $5 / $9, $10
+        }'
+    echo
     echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/summary.md"
 cp "$SCRATCH/cpu.tsv" "$OUT/cpu.tsv" 2>/dev/null || true
