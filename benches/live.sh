@@ -418,7 +418,10 @@ done
     if [ -s "$SCRATCH/cpu.tsv" ]; then
         mhz=$(awk -F: '/^cpu MHz/ {print $2; exit}' /proc/cpuinfo | tr -d ' ')
         echo "CPU time of \`tapvault capture\` per frame sent (all its threads; the trial with the most"
-        echo "frames per mode and size; cycles at ${mhz} MHz from /proc/cpuinfo):"
+        echo "frames per mode and size; cycles at ${mhz} MHz from /proc/cpuinfo). Unless built with"
+        echo "IRQ_TIME_ACCOUNTING, the kernel charges softirq work to the task it interrupts, so for"
+        echo "af_packet this includes part of the kernel's RPS delivery; for af_xdp the NAPI thread's"
+        echo "work (the XDP program, the UMEM copy) is not in it. Compare sources with the table below."
         echo
         echo "| receiver | frame | frames | CPU s | ns/frame | cycles/frame |"
         echo "|---|---:|---:|---:|---:|---:|"
