@@ -164,7 +164,7 @@ if compgen -G "/sys/devices/system/cpu/cpu$RX_CPU/cpuidle/state*/time" >/dev/nul
 else
     echo "live.sh: CPU $RX_CPU has no cpuidle states; the cost table will be empty" >&2
 fi
-printf 'mode\tframe\ttarget_pps\tsent\treceived\tkernel_drops\tachieved_pps\tloss_free\trx_cpu_busy_s\treceiver_threads_cpu_s\n' > "$OUT/trials.tsv"
+printf 'mode\tframe\ttarget_pps\tsent\treceived\tkernel_drops\tachieved_pps\tloss_free\trx_cpu_busy_s\treceiver_threads_cpu_s\tqueue_core_cpu_s\n' > "$OUT/trials.tsv"
 
 # rx_clock: "now idle" in ns: the wall clock, and RX_CPU's idle residency so far from cpuidle
 # (/sys/devices/system/cpu/cpuN/cpuidle/state*/time, microseconds, measured by the kernel at
@@ -182,38 +182,44 @@ rx_clock() {
     echo "$(date +%s%N) $((idle * 1000))"
 }
 
-# rx_threads_ns PID: CPU time so far, in ns, of every thread of PID (the receiver), the
-# receiving veth's NAPI kernel threads (the XDP program and the copy into the UMEM run there
-# once threaded) and ksoftirqd on RX_CPU, from schedstat (exact per task).
+# rx_threads_ns PID: CPU time so far, in ns, from schedstat (exact per task), as "all core":
+# all = every thread of PID (the receiver), the receiving veth's NAPI kernel threads (the XDP
+# program and the copy into the UMEM run there once threaded) and ksoftirqd on RX_CPU;
+# core = what an appliance keeps on the RX queue's core: the NAPI threads, ksoftirqd and the
+# receiving thread (rxbench's rx*, the capture's worker, tcpdump), without the capture's
+# other threads (flow shards, spill, flow log, pcap I/O), which can run on other cores.
 rx_threads_ns() {
-    local prefix t sum=0 v comm
+    local prefix t sum=0 core=0 v comm
     prefix=$(printf '%.15s' "napi/$V_RX")
     for t in /proc/"$1"/task/*; do
-        read -r v _ < "$t/schedstat" 2>/dev/null && sum=$((sum + v))
+        read -r v _ < "$t/schedstat" 2>/dev/null || continue
+        read -r comm < "$t/comm" 2>/dev/null || continue
+        sum=$((sum + v))
+        case "$comm" in rx[0-9]* | tapvault-worke* | tcpdump) core=$((core + v)) ;; esac
     done
     for t in /proc/[0-9]*; do
         read -r comm < "$t/comm" 2>/dev/null || continue
         if [ "${comm#"$prefix"}" != "$comm" ] || [ "$comm" = "$prefix" ] || [ "$comm" = "ksoftirqd/$RX_CPU" ]; then
-            read -r v _ < "$t/schedstat" 2>/dev/null && sum=$((sum + v))
+            read -r v _ < "$t/schedstat" 2>/dev/null && sum=$((sum + v)) && core=$((core + v))
         fi
     done
-    echo "$sum"
+    echo "$sum $core"
 }
 
 # blast SIZE PPS PID: sends for STEP_SECONDS; prints the blaster's JSON line. Also writes to
-# $SCRATCH/cost "busy threads": RX_CPU's busy time (rx_clock) and the receiver's CPU time
-# (rx_threads_ns PID), in ns, from the start of sending to SETTLE_SECONDS after its end (the
+# $SCRATCH/cost "busy threads core": RX_CPU's busy time (rx_clock) and the receive work's CPU
+# time (rx_threads_ns PID: all, queue core), in ns, from the start of sending to SETTLE_SECONDS after its end (the
 # receiver drains its ring and its storage catches up).
 blast() {
-    local w0 i0 t0 w1 i1 t1 out
+    local w0 i0 t0 c0 w1 i1 t1 c1 out
     read -r w0 i0 < <(rx_clock)
-    t0=$(rx_threads_ns "$3")
+    read -r t0 c0 < <(rx_threads_ns "$3")
     out=$(ip netns exec "$NS_TX" "$TAPVAULT" blast --iface "$V_TX" --flows "$FLOWS" --frame-size "$1" \
         --segments 200 --duration "$STEP_SECONDS" --pps "$2" --cpu "$TX_CPU")
     sleep "$SETTLE_SECONDS"
     read -r w1 i1 < <(rx_clock)
-    t1=$(rx_threads_ns "$3")
-    echo "$(( (w1 - w0) - (i1 - i0) )) $((t1 - t0))" > "$SCRATCH/cost"
+    read -r t1 c1 < <(rx_threads_ns "$3")
+    echo "$(( (w1 - w0) - (i1 - i0) )) $((t1 - t0)) $((c1 - c0))" > "$SCRATCH/cost"
     echo "$out"
 }
 
@@ -349,11 +355,11 @@ trial() {
     if [ "$recv" -gt "$sent" ]; then
         echo "live.sh: $1 received $recv > sent $sent (foreign frames on the link?)" >&2
     fi
-    local busy_s threads_s
-    read -r busy_s threads_s < <(awk '{printf "%.3f %.3f\n", $1 / 1e9, $2 / 1e9}' "$SCRATCH/cost")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\n' "$1" "$2" "$3" "$sent" "$recv" "$drops" "$pps" "$ok" "$busy_s" "$threads_s" >> "$OUT/trials.tsv"
-    printf '  %-9s %5s B  target %9s pps: sent %9s received %9s drops %8s achieved %9.0f pps %s, RX CPU busy %s s (receiver and NAPI threads %s s)\n' \
-        "$1" "$2" "$3" "$sent" "$recv" "$drops" "$pps" "$([ $ok = 1 ] && echo loss-free || echo LOSS)" "$busy_s" "$threads_s" >&2
+    local busy_s threads_s core_s
+    read -r busy_s threads_s core_s < <(awk '{printf "%.3f %.3f %.3f\n", $1 / 1e9, $2 / 1e9, $3 / 1e9}' "$SCRATCH/cost")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$sent" "$recv" "$drops" "$pps" "$ok" "$busy_s" "$threads_s" "$core_s" >> "$OUT/trials.tsv"
+    printf '  %-9s %5s B  target %9s pps: sent %9s received %9s drops %8s achieved %9.0f pps %s, RX CPU busy %s s (threads %s s, queue core %s s)\n' \
+        "$1" "$2" "$3" "$sent" "$recv" "$drops" "$pps" "$([ $ok = 1 ] && echo loss-free || echo LOSS)" "$busy_s" "$threads_s" "$core_s" >&2
     printf '%.0f %s\n' "$pps" "$ok"
 }
 
@@ -439,23 +445,26 @@ done
     echo "  ran there, the receiver, the NAPI thread, softirq delivery through RPS;"
     echo "- threads: the receiver's threads (wherever they ran), the veth's NAPI threads and"
     echo "  ksoftirqd/${RX_CPU} (schedstat). With CAPTURE_CPUS=RX_CPU and RX_KERNEL=receiver the two agree"
-    echo "  for the AF_XDP receivers; softirq delivery to AF_PACKET is only in the first."
+    echo "  for the AF_XDP receivers; softirq delivery to AF_PACKET is only in the first;"
+    echo "- queue core: of those threads the NAPI threads, ksoftirqd and the receiving thread only"
+    echo "  (the capture's worker): what an appliance keeps on the RX queue's core, and the capacity"
+    echo "  that work leaves one queue when the other threads run on other cores."
     echo "Capacity = frames / busy seconds: the rate at which that work would fill the core, which a"
     echo "sender-bound trial cannot show. The cost per frame falls as the rate rises (larger batches,"
     echo "fewer wake-ups), so a capacity taken below saturation is a lower bound, and receivers compare"
     echo "fairly only at one rate (COST_PPS). With RX_KERNEL=sender the kernel's receive work is on"
     echo "the sender's CPU and in neither figure."
     echo
-    echo "| receiver | frame | at pps | frames | RX CPU busy s | ns/frame | capacity (pps) | threads s |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| receiver | frame | at pps | frames | RX CPU busy s | ns/frame | capacity (pps) | threads s | queue core ns/frame | queue core capacity (pps) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     awk -F'\t' -v cost="$COST_PPS" 'NR > 1 && $8 == 1 && $9 > 0 && (cost == 0 || $3 == cost) {
             k = $1 FS $2
             if (!(k in best) || $5 > frames[k]) { best[k] = $0; frames[k] = $5 }
         }
         END { for (k in best) print best[k] }' "$OUT/trials.tsv" | sort -t$'\t' -k2,2n -k1,1 |
         awk -F'\t' '{
-            printf "| %s | %s B | %.0f | %d | %.2f | %.0f | %.0f | %.2f |\n", $1, $2, $7, $5, $9,
-                $9 * 1e9 / $5, $5 / $9, $10
+            printf "| %s | %s B | %.0f | %d | %.2f | %.0f | %.0f | %.2f | %.0f | %.0f |\n", $1, $2, $7, $5,
+                $9, $9 * 1e9 / $5, $5 / $9, $10, $11 * 1e9 / $5, ($11 > 0 ? $5 / $11 : 0)
         }'
     echo
     echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

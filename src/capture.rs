@@ -27,6 +27,7 @@ use tapvault_dataplane::live::{
     afpacket::{self, AfPacketOptions, AfPacketSource, Fanout, FanoutMode},
     file::{FileSource, Speed},
     pipeline::{Clock, LiveStats, Pipeline, PipelineOptions, RecordSink, Report, WorkerSpill},
+    spill::SpillThread,
     sys::NetnsGuard,
     xdp::{
         AttachMode, CaptureFilter, NetRule, NoSocketPolicy, PortProto, PortRule, RuleAction,
@@ -375,6 +376,19 @@ impl WorkerSpill for StoreSpill {
 /// A copy of every flow record, for whoever started the capture in-process.
 pub(crate) type Tee = Arc<std::sync::Mutex<Vec<FlowRecord>>>;
 
+/// Worker `i`'s spill as the pipeline runs it. Threaded, a packet store gets a thread of its
+/// own ([`SpillThread`]), so its zstd compression leaves the core that serves the RX queue
+/// (the threaded pipeline runs when there are cores for it); inline, where the process has
+/// one core anyway, the worker stores its frames itself.
+fn spill_for(spill: StoreSpill, i: usize, inline: bool) -> Result<Box<dyn WorkerSpill>> {
+    if inline || spill.0.is_none() {
+        return Ok(Box::new(spill));
+    }
+    let t = SpillThread::spawn(format!("spill-w{i}"), Box::new(spill))
+        .context("cannot start a packet spill thread")?;
+    Ok(Box::new(t))
+}
+
 /// Flow records into the flow store (write-ahead log, then Parquet).
 struct FlowSink {
     store: Option<FlowStore>,
@@ -699,7 +713,7 @@ impl Capture {
                 }
                 _ => None,
             };
-            spills.push(Box::new(StoreSpill(store)));
+            spills.push(spill_for(StoreSpill(store), i, opts.inline)?);
         }
         let flow_store = match &data_dir {
             Some(dir) => {
@@ -954,5 +968,67 @@ mod tests {
         // Without XDP or storage both are null, as before.
         let v = report_json(&r, None, None);
         assert!(v["xdp"].is_null() && v["storage"].is_null(), "{v}");
+    }
+
+    /// Names of this process's threads.
+    fn threads() -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|c| c.trim().to_owned())
+            .collect()
+    }
+
+    /// Threaded, a packet store runs on a spill thread of its own and every frame reaches it
+    /// (written and, once finished, durable); inline, or without a store, there is no thread.
+    #[test]
+    fn threaded_pipelines_store_packets_on_a_spill_thread() {
+        let dir = std::env::temp_dir().join(format!("tv-spill-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = PacketStore::open(
+            &dir,
+            "w0",
+            SegmentOptions::default(),
+            StoreOptions::default(),
+        )
+        .unwrap();
+        let stats = store.stats();
+        let mut spill = spill_for(StoreSpill(Some(store)), 41, false).unwrap();
+        // The thread names itself once it runs.
+        let named = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            threads().iter().any(|t| t == "spill-w41")
+        });
+        assert!(named, "{:?}", threads());
+        let t0 = 1_700_000_000_000_000_000i64;
+        for i in 0..3000i64 {
+            spill.packet(t0 + i * 1000, 60, &[i as u8; 60], 1);
+        }
+        spill.tick(t0 + 3_000_000);
+        spill.finish();
+        let st = stats.snapshot();
+        assert_eq!((st.packets_written, st.packets_durable), (3000, 3000));
+        assert!(
+            !threads().iter().any(|t| t == "spill-w41"),
+            "{:?}",
+            threads()
+        );
+        // Inline with a store, or threaded without one: no thread.
+        let store = PacketStore::open(
+            dir.join("inline"),
+            "w0",
+            SegmentOptions::default(),
+            StoreOptions::default(),
+        )
+        .unwrap();
+        let inline = spill_for(StoreSpill(Some(store)), 42, true).unwrap();
+        let none = spill_for(StoreSpill(None), 43, false).unwrap();
+        let names = threads();
+        assert!(
+            !names.iter().any(|t| t.starts_with("spill-w4")),
+            "{names:?}"
+        );
+        drop((inline, none));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

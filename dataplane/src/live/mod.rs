@@ -70,3 +70,4 @@ pub trait RxSource: Send {
 
 pub mod file;
 pub mod pipeline;
+pub mod spill;
