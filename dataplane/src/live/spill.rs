@@ -184,10 +184,18 @@ impl WorkerSpill for SpillThread {
 }
 
 impl Drop for SpillThread {
+    /// Stores what is pending and waits for the thread, as `finish` does, but never panics
+    /// (a drop may run while the worker unwinds from a panic of its own).
     fn drop(&mut self) {
-        if self.handle.is_some() {
-            self.finish();
+        if self.handle.is_none() {
+            return;
         }
+        if let Some(tx) = self.tx.take()
+            && !self.batch.slots.is_empty()
+        {
+            let _ = tx.send(Msg::Frames(mem::take(&mut self.batch)));
+        }
+        self.join();
     }
 }
 
