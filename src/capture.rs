@@ -732,7 +732,15 @@ impl Capture {
         let mode = if opts.inline {
             "inline pipeline: the worker runs the flow table".to_string()
         } else {
-            format!("threaded pipeline, {} flow shard(s)", opts.flow.shards)
+            let spill = if data_dir.is_some() && st.pcap {
+                ", packet store on its own thread per worker"
+            } else {
+                ""
+            };
+            format!(
+                "threaded pipeline, {} flow shard(s){spill}",
+                opts.flow.shards
+            )
         };
         let pipeline = Pipeline::start(sources, spills, Box::new(sink), &opts)
             .context("cannot start the pipeline")?;
