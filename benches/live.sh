@@ -292,7 +292,8 @@ trial_tcpdump() {
 # CAPTURE_CPUS (taskset; its worker pinned to RX_CPU), no API. Ready once it prints
 # "capturing from"; stopped by SIGINT (drain, flush, close the stores), then its report:
 # received = frames through the pipeline; drops = every drop counter it has (kernel ring,
-# fill ring, invalid descriptors, XDP no-socket and errors, worker-to-shard hand-off, storage).
+# fill ring, invalid descriptors, XDP no-socket and errors, worker-to-shard hand-off, storage,
+# the interface's own dropped, FIFO and error counts).
 # Also records the process's CPU time (utime + stime) in $SCRATCH/cpu.tsv.
 capture_trial() {
     local src=$1 size=$2 pps=$3 err=$SCRATCH/cap.err rep=$SCRATCH/cap.json dir=$DATA_ROOT/store
@@ -332,7 +333,9 @@ capture_trial() {
         (.kernel_ring_full + .kernel_fill_ring_empty + .kernel_invalid_descs + .handoff_dropped
          + .source_errors
          + (if .xdp then .xdp.no_socket + .xdp.errors else 0 end)
-         + (if .storage then .storage.packets_dropped + .storage.records_dropped else 0 end)) as $d
+         + (if .storage then .storage.packets_dropped + .storage.records_dropped else 0 end)
+         + (if .interface then .interface.rx_dropped + .interface.rx_fifo_errors
+            + .interface.rx_errors else 0 end)) as $d
         | "\($b.packets) \(.frames) \($d) \($b.pps)"' "$rep"
 }
 

@@ -16,8 +16,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use tapvault_api::{
-    ApiOptions, ApiServer, QueueDrops, QueueStatus, ShardStatus, StatusSnapshot, StatusSource,
-    StorageStatus,
+    ApiOptions, ApiServer, InterfaceStatus, QueueDrops, QueueStatus, ShardStatus, StatusSnapshot,
+    StatusSource, StorageStatus,
 };
 use tapvault_config::{
     Config, FileSpeed, NoSocketAction, PipelineMode, Queues, SourceKind, XdpMode, ZeroCopy,
@@ -28,7 +28,7 @@ use tapvault_dataplane::live::{
     file::{FileSource, Speed},
     pipeline::{Clock, LiveStats, Pipeline, PipelineOptions, RecordSink, Report, WorkerSpill},
     spill::SpillThread,
-    sys::NetnsGuard,
+    sys::{IfaceCounters, IfaceStats, NetnsGuard},
     xdp::{
         AttachMode, CaptureFilter, NetRule, NoSocketPolicy, PortProto, PortRule, RuleAction,
         XdpCounters, XdpOptions, XdpProgram, open_capture,
@@ -325,6 +325,7 @@ pub(crate) fn report_json(
     r: &Report,
     xdp: Option<&XdpCounters>,
     storage: Option<&StorageStatus>,
+    iface: Option<&InterfaceStatus>,
 ) -> serde_json::Value {
     let malformed: u64 = r.malformed.iter().sum();
     let drops = queue_drops(&r.source, r.handoff_dropped);
@@ -348,6 +349,7 @@ pub(crate) fn report_json(
         "records": r.flows.records,
         "evictions": r.flows.evictions,
         "storage": storage,
+        "interface": iface,
     })
 }
 
@@ -557,6 +559,54 @@ fn status_line(stats: &LiveStats, elapsed: Duration) -> String {
     )
 }
 
+/// The capture interface's device counters, read against their value when the capture
+/// started.
+struct IfaceWatch {
+    name: String,
+    stats: IfaceStats,
+    base: IfaceCounters,
+}
+
+impl IfaceWatch {
+    /// For a live source: opened in the capture's namespace, before the sources, so the
+    /// baseline precedes the first frame. `None` for a file source.
+    fn open(s: &Settings) -> Result<Option<IfaceWatch>> {
+        let c = &s.config.capture;
+        if c.source == SourceKind::File || c.interface.is_empty() {
+            return Ok(None);
+        }
+        let _ns = match &s.netns {
+            Some(ns) => Some(
+                NetnsGuard::enter(ns).with_context(|| format!("cannot enter namespace `{ns}`"))?,
+            ),
+            None => None,
+        };
+        let mut stats = IfaceStats::open(&c.interface)
+            .with_context(|| format!("cannot read the counters of `{}`", c.interface))?;
+        let base = stats.read()?;
+        Ok(Some(IfaceWatch {
+            name: c.interface.clone(),
+            stats,
+            base,
+        }))
+    }
+
+    /// The counters since the capture started, as the API reports them (`None` if they
+    /// cannot be read now: the interface went away).
+    fn status(&mut self) -> Option<InterfaceStatus> {
+        let d = self.stats.read().ok()?.since(&self.base);
+        let mut x = InterfaceStatus::default();
+        x.name = self.name.clone();
+        x.rx_packets = d.packets;
+        x.rx_bytes = d.bytes;
+        x.rx_dropped = d.dropped;
+        x.rx_fifo_errors = d.fifo;
+        x.rx_frame_errors = d.frame;
+        x.rx_errors = d.errors;
+        Some(x)
+    }
+}
+
 /// The API's view of a running capture.
 struct LiveStatus {
     stats: Arc<LiveStats>,
@@ -564,6 +614,7 @@ struct LiveStatus {
     interface: String,
     store: StoreStatus,
     xdp: Arc<Mutex<Option<XdpProgram>>>,
+    iface: Option<Arc<Mutex<IfaceWatch>>>,
     started: Instant,
     data_dir: Option<PathBuf>,
 }
@@ -608,6 +659,10 @@ impl StatusSource for LiveStatus {
             .ok()
             .and_then(|g| g.as_ref().and_then(|p| p.counters().ok()))
             .map(|c| xdp_status(&c));
+        s.interface = self
+            .iface
+            .as_ref()
+            .and_then(|w| w.lock().ok().and_then(|mut w| w.status()));
         s
     }
 }
@@ -623,8 +678,14 @@ pub(crate) fn api_options(cfg: &Config) -> Result<ApiOptions> {
         .max_rows(usize::try_from(cfg.api.max_rows).unwrap_or(usize::MAX)))
 }
 
-/// A stopped capture's report, XDP counters (AF_XDP) and storage counters (with storage).
-pub(crate) type Stopped = (Report, Option<XdpCounters>, Option<StorageStatus>);
+/// A stopped capture's report, XDP counters (AF_XDP), storage counters (with storage) and
+/// the interface's device counters (live sources).
+pub(crate) type Stopped = (
+    Report,
+    Option<XdpCounters>,
+    Option<StorageStatus>,
+    Option<InterfaceStatus>,
+);
 
 /// A running capture.
 pub(crate) struct Capture {
@@ -635,6 +696,8 @@ pub(crate) struct Capture {
     /// The XDP program (AF_XDP source): detached when the capture stops; shared with the
     /// status provider, which reads its counters.
     xdp: Arc<Mutex<Option<XdpProgram>>>,
+    /// The capture interface's device counters (live sources).
+    iface: Option<Arc<Mutex<IfaceWatch>>>,
     started: Instant,
     interface: String,
     status: StoreStatus,
@@ -662,6 +725,7 @@ impl Capture {
                 problems.join("\n  ")
             );
         }
+        let iface = IfaceWatch::open(s)?.map(|w| Arc::new(Mutex::new(w)));
         let (sources, opts, xdp) = open_sources(s)?;
         let st = &s.config.storage;
         let data_dir = (!st.data_dir.as_os_str().is_empty()).then(|| st.data_dir.clone());
@@ -749,6 +813,7 @@ impl Capture {
             names,
             mode,
             xdp: Arc::new(Mutex::new(xdp)),
+            iface,
             started: Instant::now(),
             interface: s.config.capture.interface.clone(),
             status,
@@ -784,6 +849,7 @@ impl Capture {
             interface: self.interface.clone(),
             store: self.status.clone(),
             xdp: self.xdp.clone(),
+            iface: self.iface.clone(),
             started: self.started,
             data_dir,
         })
@@ -810,7 +876,10 @@ impl Capture {
         // The stores are closed (flushed) once the pipeline has stopped.
         let storage = (!self.status.packets.is_empty() || self.status.flows.is_some())
             .then(|| storage_status(&self.status, self.data_dir.as_deref()));
-        Ok((report, counters, storage))
+        let iface = self
+            .iface
+            .and_then(|w| w.lock().ok().and_then(|mut w| w.status()));
+        Ok((report, counters, storage, iface))
     }
 }
 
@@ -914,7 +983,7 @@ mod tests {
         st.packets_dropped = 42;
         st.records_accepted = 43;
         st.records_dropped = 44;
-        let v = report_json(&r, Some(&xdp), Some(&st));
+        let v = report_json(&r, Some(&xdp), Some(&st), None);
         for (k, want) in [
             ("kernel_received", 11),
             ("kernel_ring_full", 13),
@@ -968,14 +1037,21 @@ mod tests {
             shard_threads: 0,
             ..r.clone()
         };
-        let w = report_json(&inline, None, None);
+        let w = report_json(&inline, None, None, None);
         assert_eq!(
             (&w["pipeline"], &w["shard_threads"]),
             (&"inline".into(), &0.into())
         );
         // Without XDP or storage both are null, as before.
-        let v = report_json(&r, None, None);
+        let v = report_json(&r, None, None, None);
         assert!(v["xdp"].is_null() && v["storage"].is_null(), "{v}");
+        assert!(v["interface"].is_null(), "{v}");
+        let mut i = InterfaceStatus::default();
+        i.name = "eth1".into();
+        i.rx_dropped = 51;
+        let v = report_json(&r, None, None, Some(&i));
+        assert_eq!(v["interface"], serde_json::to_value(&i).unwrap());
+        assert_eq!(v["interface"]["rx_dropped"], 51);
     }
 
     /// Names of this process's threads.

@@ -317,7 +317,9 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
     // Let the last ACKs of the closes reach both captures before stopping them.
     std::thread::sleep(Duration::from_millis(300));
     lab.stop(cap.idx);
-    let (report, xdp, storage) = capture.stop()?;
+    // The live status as the API serves it, taken while the capture still runs.
+    let live_status = serde_json::to_value(capture.status_source(None).snapshot())?;
+    let (report, xdp, storage, iface) = capture.stop()?;
     live_api.shutdown().context("API")?;
     drop(srv.stdin);
     let _ = lab.wait(srv.idx, Duration::from_secs(2), &stop);
@@ -339,8 +341,11 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
     writeln!(
         out,
         "capture: {}",
-        crate::capture::report_json(&report, xdp.as_ref(), storage.as_ref())
+        crate::capture::report_json(&report, xdp.as_ref(), storage.as_ref(), iface.as_ref())
     )?;
+    if a.compare {
+        writeln!(out, "live status: {live_status}")?;
+    }
     writeln!(out)?;
     let scenarios: Vec<serde_json::Value> = cli
         .stdout

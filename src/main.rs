@@ -137,8 +137,8 @@ fn capture_cmd(mut a: CaptureArgs) -> Result<()> {
         netns: a.netns.clone(),
         config: cfg,
     };
-    let (r, xdp, storage) = capture::run(&settings)?;
-    let summary = capture::report_json(&r, xdp.as_ref(), storage.as_ref());
+    let (r, xdp, storage, iface) = capture::run(&settings)?;
+    let summary = capture::report_json(&r, xdp.as_ref(), storage.as_ref(), iface.as_ref());
     eprintln!("tapvault: capture ended: {summary}");
     if let Some(p) = &a.report_json {
         std::fs::write(p, format!("{summary}\n"))

@@ -108,6 +108,18 @@ pub(crate) fn status(a: StatusArgs) -> Result<()> {
             x.get("metadata").and_then(Value::as_str).unwrap_or("?")
         );
     }
+    if let Some(x) = v["interface"].as_object() {
+        let g = |k: &str| x.get(k).map_or(0, n);
+        println!(
+            "  interface {}: received {}, dropped {}, fifo {}, frame {}, errors {}",
+            x.get("name").and_then(Value::as_str).unwrap_or("?"),
+            g("rx_packets"),
+            g("rx_dropped"),
+            g("rx_fifo_errors"),
+            g("rx_frame_errors"),
+            g("rx_errors")
+        );
+    }
     for s in v["shards"].as_array().into_iter().flatten() {
         println!(
             "  shard {}: {} packets, {}/{} flows, {} evictions, {} timeouts",

@@ -115,6 +115,44 @@ fn run_demo(dir: &std::path::Path, extra: &[&str]) -> String {
         };
         assert_eq!(capture["xdp"]["metadata"], said, "{capture}");
     }
+    // The capture interface's device counters: everything the sockets got, the device
+    // received (it may have received a few more before the capture attached), and the
+    // device lost nothing on this light load.
+    let i = |k: &str| n(&capture["interface"], k);
+    assert!(
+        capture["interface"]["name"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{capture}"
+    );
+    assert!(i("rx_packets") >= c("frames"), "{capture}");
+    assert!(i("rx_bytes") > 0, "{capture}");
+    for k in [
+        "rx_dropped",
+        "rx_fifo_errors",
+        "rx_frame_errors",
+        "rx_errors",
+    ] {
+        assert_eq!(i(k), 0, "interface.{k}: {capture}");
+    }
+    // The live status the API served, taken while the capture ran: the same device and XDP
+    // variant, counters no further than the final report's.
+    let live: Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("live status: "))
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_else(|| panic!("no live status:\n{stdout}"));
+    assert_eq!(live["capture_attached"], true, "{live}");
+    assert_eq!(
+        live["interface"]["name"], capture["interface"]["name"],
+        "{live}"
+    );
+    let rx = n(&live["interface"], "rx_packets");
+    assert!(rx > 0 && rx <= i("rx_packets"), "{live}");
+    assert_eq!(
+        live["xdp"]["metadata"], capture["xdp"]["metadata"],
+        "{live}"
+    );
     let per_worker: u64 = capture["worker_frames"]
         .as_array()
         .expect("worker_frames")

@@ -58,8 +58,8 @@ use axum::{
 };
 pub use error::{Error, Result};
 pub use status::{
-    NoCapture, QueueDrops, QueueStatus, ShardStatus, StatusSnapshot, StatusSource, StorageStatus,
-    XdpCounters,
+    InterfaceStatus, NoCapture, QueueDrops, QueueStatus, ShardStatus, StatusSnapshot, StatusSource,
+    StorageStatus, XdpCounters,
 };
 pub use time::parse_duration;
 

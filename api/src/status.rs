@@ -45,6 +45,31 @@ pub struct StatusSnapshot {
     pub storage: StorageStatus,
     /// The XDP program's counters, summed over CPUs (AF_XDP capture only).
     pub xdp: Option<XdpCounters>,
+    /// The capture interface's own receive counters since the capture started (live capture
+    /// only): what the NIC or its driver lost before any XDP program or socket saw it.
+    pub interface: Option<InterfaceStatus>,
+}
+
+/// An interface's receive counters since the capture started, from the kernel's device
+/// statistics (`/proc/net/dev` of the capture's namespace).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct InterfaceStatus {
+    /// Interface name.
+    pub name: String,
+    /// Frames the device received.
+    pub rx_packets: u64,
+    /// Their bytes.
+    pub rx_bytes: u64,
+    /// Dropped by the device or driver (`rx_dropped + rx_missed_errors`; missed: no NIC
+    /// descriptor free, the usual loss at line rate).
+    pub rx_dropped: u64,
+    /// FIFO overruns.
+    pub rx_fifo_errors: u64,
+    /// Framing faults (length, overrun, CRC, frame alignment).
+    pub rx_frame_errors: u64,
+    /// Receive errors of any kind (the faults above among them).
+    pub rx_errors: u64,
 }
 
 impl StatusSnapshot {
@@ -409,6 +434,34 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
             1.0,
         );
     }
+    if let Some(x) = &s.interface {
+        let l = || vec![("interface", x.name.clone())];
+        f.head(
+            "tapvault_interface_rx_packets_total",
+            "counter",
+            "Frames the capture interface received since the capture started (device statistics).",
+        );
+        f.sample(
+            "tapvault_interface_rx_packets_total",
+            &l(),
+            x.rx_packets as f64,
+        );
+        f.head(
+            "tapvault_interface_rx_drops_total",
+            "counter",
+            "Frames the capture interface's device or driver lost since the capture started, by reason (dropped includes missed; errors counts every receive error).",
+        );
+        for (reason, v) in [
+            ("dropped", x.rx_dropped),
+            ("fifo", x.rx_fifo_errors),
+            ("frame", x.rx_frame_errors),
+            ("errors", x.rx_errors),
+        ] {
+            let mut lr = l();
+            lr.push(("reason", reason.to_owned()));
+            f.sample("tapvault_interface_rx_drops_total", &lr, v as f64);
+        }
+    }
     let sh = |x: &ShardStatus| vec![("shard", x.shard.to_string())];
     f.each(
         "tapvault_shard_packets_total",
@@ -608,6 +661,12 @@ mod tests {
             metadata: "packet_data".into(),
             ..XdpCounters::default()
         });
+        s.interface = Some(InterfaceStatus {
+            name: "eth1".into(),
+            rx_packets: 99,
+            rx_dropped: 3,
+            ..InterfaceStatus::default()
+        });
         let text = prometheus(&s, &[(200, 4), (400, 1)]);
         let mut typed = std::collections::HashMap::new();
         let mut helped = std::collections::HashSet::new();
@@ -641,5 +700,9 @@ mod tests {
         assert!(text.contains("tapvault_api_requests_total{code=\"400\"} 1"));
         assert!(text.contains("tapvault_xdp_frames_total{outcome=\"seen\"} 7"));
         assert!(text.contains("tapvault_xdp_program_info{metadata=\"packet_data\"} 1"));
+        assert!(text.contains("tapvault_interface_rx_packets_total{interface=\"eth1\"} 99"));
+        assert!(text.contains(
+            "tapvault_interface_rx_drops_total{interface=\"eth1\",reason=\"dropped\"} 3"
+        ));
     }
 }

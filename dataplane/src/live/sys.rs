@@ -1,10 +1,11 @@
 //! Small system-call wrappers live capture needs: the clocks, per-thread network namespaces,
-//! CPU pinning, and a raw AF_PACKET sender (for labs, tests and traffic generators).
+//! CPU pinning, an interface's receive counters, and a raw AF_PACKET sender (for labs, tests
+//! and traffic generators).
 
 use std::{
     ffi::CString,
     fs::File,
-    io,
+    io::{self, Read, Seek, SeekFrom},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::Path,
 };
@@ -85,6 +86,99 @@ fn setns(f: &File) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// An interface's receive counters as the kernel keeps them for the whole device (its
+/// `/proc/net/dev` line): what the NIC or its driver lost before any socket or XDP program
+/// saw the frame. Cumulative since the device came up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IfaceCounters {
+    /// Frames received (`rx_packets`).
+    pub packets: u64,
+    /// Bytes received (`rx_bytes`).
+    pub bytes: u64,
+    /// Receive errors of any kind (`rx_errors`).
+    pub errors: u64,
+    /// Frames dropped by the device or driver: `rx_dropped + rx_missed_errors` (missed: the
+    /// NIC had no descriptor for them, the usual loss at line rate).
+    pub dropped: u64,
+    /// FIFO overruns (`rx_fifo_errors`).
+    pub fifo: u64,
+    /// Framing faults: `rx_length_errors + rx_over_errors + rx_crc_errors +
+    /// rx_frame_errors`.
+    pub frame: u64,
+}
+
+impl IfaceCounters {
+    /// `self - earlier`, field by field (0 where a counter went backwards: a driver reset).
+    pub fn since(&self, earlier: &IfaceCounters) -> IfaceCounters {
+        IfaceCounters {
+            packets: self.packets.saturating_sub(earlier.packets),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+            errors: self.errors.saturating_sub(earlier.errors),
+            dropped: self.dropped.saturating_sub(earlier.dropped),
+            fifo: self.fifo.saturating_sub(earlier.fifo),
+            frame: self.frame.saturating_sub(earlier.frame),
+        }
+    }
+}
+
+/// Reads one interface's [`IfaceCounters`] from `/proc/net/dev` of the network namespace
+/// the calling thread was in when it was opened (the file keeps that namespace), so a
+/// capture that opened its sockets in another namespace reads that namespace's device.
+#[derive(Debug)]
+pub struct IfaceStats {
+    iface: String,
+    file: File,
+    buf: String,
+}
+
+impl IfaceStats {
+    /// Opens the counters of `iface` in the calling thread's namespace; fails if it has no
+    /// such interface.
+    pub fn open(iface: &str) -> io::Result<Self> {
+        let mut s = IfaceStats {
+            iface: iface.to_owned(),
+            file: File::open("/proc/thread-self/net/dev")?,
+            buf: String::new(),
+        };
+        s.read()?;
+        Ok(s)
+    }
+
+    /// The interface's counters now.
+    pub fn read(&mut self) -> io::Result<IfaceCounters> {
+        self.buf.clear();
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.read_to_string(&mut self.buf)?;
+        parse_net_dev(&self.buf, &self.iface).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("interface `{}` is not in /proc/net/dev", self.iface),
+            )
+        })
+    }
+}
+
+/// `iface`'s receive counters from `/proc/net/dev` text: after `NAME:`, the receive columns
+/// bytes, packets, errs, drop, fifo, frame, compressed, multicast.
+fn parse_net_dev(text: &str, iface: &str) -> Option<IfaceCounters> {
+    text.lines().find_map(|line| {
+        let (name, rest) = line.split_once(':')?;
+        if name.trim() != iface {
+            return None;
+        }
+        let mut v = rest.split_whitespace().map(|x| x.parse::<u64>().ok());
+        let mut next = || v.next().flatten();
+        Some(IfaceCounters {
+            bytes: next()?,
+            packets: next()?,
+            errors: next()?,
+            dropped: next()?,
+            fifo: next()?,
+            frame: next()?,
+        })
+    })
 }
 
 /// Pins the calling thread to one CPU.
@@ -202,6 +296,48 @@ impl RawSender {
 
 #[cfg(test)]
 mod tests {
+    /// `/proc/net/dev` as the kernel writes it; `if_lo` here has a colon-free wide name.
+    #[test]
+    fn net_dev_lines_parse() {
+        let text = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:  123456     789    0    0    0     0          0         0   123456     789    0    0    0     0       0          0
+tv9t0: 9876543210 12345678 7 6 5 4 0 3 1 2 0 0 0 0 0 0
+";
+        let c = super::parse_net_dev(text, "tv9t0").unwrap();
+        assert_eq!(
+            c,
+            super::IfaceCounters {
+                bytes: 9_876_543_210,
+                packets: 12_345_678,
+                errors: 7,
+                dropped: 6,
+                fifo: 5,
+                frame: 4,
+            }
+        );
+        assert_eq!(super::parse_net_dev(text, "lo").unwrap().packets, 789);
+        assert!(super::parse_net_dev(text, "tv9").is_none());
+        assert!(super::parse_net_dev("x: 1 2", "x").is_none(), "short line");
+        let later = super::IfaceCounters {
+            packets: 12_345_680,
+            dropped: 5,
+            ..c
+        };
+        let d = later.since(&c);
+        assert_eq!((d.packets, d.dropped, d.bytes), (2, 0, 0));
+    }
+
+    /// The loopback device of this namespace is always there and counts.
+    #[test]
+    fn loopback_counters_read() {
+        let mut s = super::IfaceStats::open("lo").unwrap();
+        let a = s.read().unwrap();
+        let b = s.read().unwrap();
+        assert!(b.packets >= a.packets);
+        assert!(super::IfaceStats::open("no-such-if0").is_err());
+    }
+
     use super::*;
 
     #[test]
