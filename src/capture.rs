@@ -320,7 +320,8 @@ fn storage_status(store: &StoreStatus, data_dir: Option<&std::path::Path>) -> St
 }
 
 /// The final counters as one JSON object: the pipeline's totals, the kernel's drops under
-/// their `kernel_*` names, and the XDP and storage counters as `/api/v1/status` names them.
+/// their `kernel_*` names, and the XDP, storage and interface counters as `/api/v1/status`
+/// names them.
 pub(crate) fn report_json(
     r: &Report,
     xdp: Option<&XdpCounters>,
