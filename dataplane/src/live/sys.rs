@@ -296,7 +296,8 @@ impl RawSender {
 
 #[cfg(test)]
 mod tests {
-    /// `/proc/net/dev` as the kernel writes it; `if_lo` here has a colon-free wide name.
+    /// `/proc/net/dev` as the kernel writes it: names padded on the left, or run into the
+    /// first number when they are long.
     #[test]
     fn net_dev_lines_parse() {
         let text = "Inter-|   Receive                                                |  Transmit
