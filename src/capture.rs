@@ -582,8 +582,23 @@ impl IfaceWatch {
             ),
             None => None,
         };
-        let mut stats = IfaceStats::open(&c.interface)
-            .with_context(|| format!("cannot read the counters of `{}`", c.interface))?;
+        let mut stats = match IfaceStats::open(&c.interface) {
+            Ok(x) => x,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let (place, see) = match &s.netns {
+                    Some(ns) => (format!("in namespace `{ns}`"), format!("ip -n {ns} link")),
+                    None => ("on this host".into(), "ip link".into()),
+                };
+                bail!(
+                    "capture.interface: no interface named \"{}\" {place} (see `{see}`)",
+                    c.interface
+                );
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read the counters of `{}`", c.interface));
+            }
+        };
         let base = stats.read()?;
         Ok(Some(IfaceWatch {
             name: c.interface.clone(),

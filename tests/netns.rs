@@ -501,3 +501,44 @@ fn readme_demo_prints_and_serves() {
     let st = child.wait().expect("demo exit");
     assert!(st.success(), "demo exit status {st}");
 }
+
+/// A network namespace deleted on drop (panics included).
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A capture in another namespace whose interface is not there says so, naming the
+/// namespace, before it opens anything.
+#[test]
+fn capture_names_a_missing_interface_in_its_namespace() {
+    if !crate::util::privileged("capture_names_a_missing_interface_in_its_namespace") {
+        return;
+    }
+    let ns = Netns(format!("tvmiss{}", std::process::id()));
+    let ok = Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .expect("ip netns add");
+    assert!(ok.success());
+    for source in ["af_packet", "af_xdp"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tapvault"))
+            .args(["capture", "--no-api", "--netns", &ns.0, "--duration", "1"])
+            .args(["--set", "capture.interface=nope0"])
+            .args(["--set", &format!("capture.source={source}")])
+            .output()
+            .expect("run tapvault capture");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{source}: {err}");
+        assert!(
+            err.contains(&format!(
+                "capture.interface: no interface named \"nope0\" in namespace `{}`",
+                ns.0
+            )),
+            "{source}: {err}"
+        );
+    }
+}
