@@ -17,7 +17,9 @@
 # netif_rx -> packet taps) runs on the SENDING CPU, so the receiver's CPU only reads the ring.
 #
 # Method: each trial sends for STEP_SECONDS at a target rate; it is loss-free when the receiver
-# got every frame the blaster sent and the kernel reported no drops. First an unpaced trial gives
+# got every frame the blaster sent and the kernel reported no drops, the receiving veth's
+# refusals included (if_dropped: a full input queue; the blaster retries those frames, a tap
+# could not). First an unpaced trial gives
 # the blaster's own maximum; if that is loss-free the result is ">= that rate" (sender-bound).
 # Otherwise STEPS bisection steps between 0 and that maximum; the result is the highest achieved
 # rate of a loss-free trial.
@@ -164,7 +166,7 @@ if compgen -G "/sys/devices/system/cpu/cpu$RX_CPU/cpuidle/state*/time" >/dev/nul
 else
     echo "live.sh: CPU $RX_CPU has no cpuidle states; the cost table will be empty" >&2
 fi
-printf 'mode\tframe\ttarget_pps\tsent\treceived\tkernel_drops\tachieved_pps\tloss_free\trx_cpu_busy_s\treceiver_threads_cpu_s\tqueue_core_cpu_s\n' > "$OUT/trials.tsv"
+printf 'mode\tframe\ttarget_pps\tsent\treceived\tkernel_drops\tachieved_pps\tloss_free\trx_cpu_busy_s\treceiver_threads_cpu_s\tqueue_core_cpu_s\tif_refused\n' > "$OUT/trials.tsv"
 
 # rx_clock: "now idle" in ns: the wall clock, and RX_CPU's idle residency so far from cpuidle
 # (/sys/devices/system/cpu/cpuN/cpuidle/state*/time, microseconds, measured by the kernel at
@@ -206,12 +208,26 @@ rx_threads_ns() {
     echo "$sum $core"
 }
 
+# if_dropped: frames the receiving veth refused so far (rx_dropped + rx_missed_errors): its
+# input queue was full (the CPU backlog for AF_PACKET through RPS), or an XDP redirect failed
+# (AF_XDP: the same frames as the socket's fill-ring drops). The blaster retries a frame its
+# send was refused for (ENOBUFS), so such a frame is not lost here, but a tap or SPAN port
+# cannot retry: a trial with any is not loss-free (trials.tsv column if_refused, kept apart
+# from the receiver's own drop count, which may include the same frames).
+if_dropped() {
+    local d m
+    d=$(ip netns exec "$NS_RX" cat "/sys/class/net/$V_RX/statistics/rx_dropped")
+    m=$(ip netns exec "$NS_RX" cat "/sys/class/net/$V_RX/statistics/rx_missed_errors")
+    echo $((d + m))
+}
+
 # blast SIZE PPS PID: sends for STEP_SECONDS; prints the blaster's JSON line. Also writes to
 # $SCRATCH/cost "busy threads core": RX_CPU's busy time (rx_clock) and the receive work's CPU
 # time (rx_threads_ns PID: all, queue core), in ns, from the start of sending to SETTLE_SECONDS after its end (the
 # receiver drains its ring and its storage catches up).
 blast() {
-    local w0 i0 t0 c0 w1 i1 t1 c1 out
+    local w0 i0 t0 c0 w1 i1 t1 c1 d0 d1 out
+    d0=$(if_dropped)
     read -r w0 i0 < <(rx_clock)
     read -r t0 c0 < <(rx_threads_ns "$3")
     out=$(ip netns exec "$NS_TX" "$TAPVAULT" blast --iface "$V_TX" --flows "$FLOWS" --frame-size "$1" \
@@ -220,6 +236,8 @@ blast() {
     read -r w1 i1 < <(rx_clock)
     read -r t1 c1 < <(rx_threads_ns "$3")
     echo "$(( (w1 - w0) - (i1 - i0) )) $((t1 - t0)) $((c1 - c0))" > "$SCRATCH/cost"
+    d1=$(if_dropped)
+    echo $((d1 - d0)) > "$SCRATCH/ifdrop"
     echo "$out"
 }
 
@@ -293,7 +311,7 @@ trial_tcpdump() {
 # "capturing from"; stopped by SIGINT (drain, flush, close the stores), then its report:
 # received = frames through the pipeline; drops = every drop counter it has (kernel ring,
 # fill ring, invalid descriptors, XDP no-socket and errors, worker-to-shard hand-off, storage,
-# the interface's own dropped, FIFO and error counts).
+# the interface's drops are counted for every receiver alike, by trial()).
 # Also records the process's CPU time (utime + stime) in $SCRATCH/cpu.tsv.
 capture_trial() {
     local src=$1 size=$2 pps=$3 err=$SCRATCH/cap.err rep=$SCRATCH/cap.json dir=$DATA_ROOT/store
@@ -334,8 +352,7 @@ capture_trial() {
          + .source_errors
          + (if .xdp then .xdp.no_socket + .xdp.errors else 0 end)
          + (if .storage then .storage.packets_dropped + .storage.records_dropped else 0 end)
-         + (if .interface then .interface.rx_dropped + .interface.rx_fifo_errors
-            + .interface.rx_errors else 0 end)) as $d
+         ) as $d
         | "\($b.packets) \(.frames) \($d) \($b.pps)"' "$rep"
 }
 
@@ -353,16 +370,18 @@ trial() {
     local r sent recv drops pps ok
     r=$("trial_${1//-/_}" "$2" "$3") || return 2
     read -r sent recv drops pps <<< "$r"
+    local refused
+    refused=$(cat "$SCRATCH/ifdrop")
     ok=0
-    if [ "$recv" -ge "$sent" ] && [ "$drops" -eq 0 ]; then ok=1; fi
+    if [ "$recv" -ge "$sent" ] && [ "$drops" -eq 0 ] && [ "$refused" -eq 0 ]; then ok=1; fi
     if [ "$recv" -gt "$sent" ]; then
         echo "live.sh: $1 received $recv > sent $sent (foreign frames on the link?)" >&2
     fi
     local busy_s threads_s core_s
     read -r busy_s threads_s core_s < <(awk '{printf "%.3f %.3f %.3f\n", $1 / 1e9, $2 / 1e9, $3 / 1e9}' "$SCRATCH/cost")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$sent" "$recv" "$drops" "$pps" "$ok" "$busy_s" "$threads_s" "$core_s" >> "$OUT/trials.tsv"
-    printf '  %-9s %5s B  target %9s pps: sent %9s received %9s drops %8s achieved %9.0f pps %s, RX CPU busy %s s (threads %s s, queue core %s s)\n' \
-        "$1" "$2" "$3" "$sent" "$recv" "$drops" "$pps" "$([ $ok = 1 ] && echo loss-free || echo LOSS)" "$busy_s" "$threads_s" "$core_s" >&2
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$sent" "$recv" "$drops" "$pps" "$ok" "$busy_s" "$threads_s" "$core_s" "$refused" >> "$OUT/trials.tsv"
+    printf '  %-9s %5s B  target %9s pps: sent %9s received %9s drops %8s refused %8s achieved %9.0f pps %s, RX CPU busy %s s (threads %s s, queue core %s s)\n' \
+        "$1" "$2" "$3" "$sent" "$recv" "$drops" "$refused" "$pps" "$([ $ok = 1 ] && echo loss-free || echo LOSS)" "$busy_s" "$threads_s" "$core_s" >&2
     printf '%.0f %s\n' "$pps" "$ok"
 }
 

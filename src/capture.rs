@@ -28,7 +28,7 @@ use tapvault_dataplane::live::{
     file::{FileSource, Speed},
     pipeline::{Clock, LiveStats, Pipeline, PipelineOptions, RecordSink, Report, WorkerSpill},
     spill::SpillThread,
-    sys::{IfaceCounters, IfaceStats, NetnsGuard},
+    sys::{IfaceCounters, IfaceStats, NetnsGuard, softnet_dropped},
     xdp::{
         AttachMode, CaptureFilter, NetRule, NoSocketPolicy, PortProto, PortRule, RuleAction,
         XdpCounters, XdpOptions, XdpProgram, open_capture,
@@ -566,6 +566,8 @@ struct IfaceWatch {
     name: String,
     stats: IfaceStats,
     base: IfaceCounters,
+    /// Host-wide backlog drops when the capture started (`None`: unreadable).
+    backlog_base: Option<u64>,
 }
 
 impl IfaceWatch {
@@ -604,6 +606,7 @@ impl IfaceWatch {
             name: c.interface.clone(),
             stats,
             base,
+            backlog_base: softnet_dropped().ok(),
         }))
     }
 
@@ -619,6 +622,9 @@ impl IfaceWatch {
         x.rx_fifo_errors = d.fifo;
         x.rx_frame_errors = d.frame;
         x.rx_errors = d.errors;
+        x.host_backlog_dropped = self
+            .backlog_base
+            .and_then(|b| Some(softnet_dropped().ok()?.saturating_sub(b)));
         Some(x)
     }
 }

@@ -119,6 +119,9 @@ pub(crate) fn status(a: StatusArgs) -> Result<()> {
             g("rx_frame_errors"),
             g("rx_errors")
         );
+        if let Some(b) = x.get("host_backlog_dropped").and_then(Value::as_u64) {
+            println!("  host input backlog drops (all interfaces): {b}");
+        }
     }
     for s in v["shards"].as_array().into_iter().flatten() {
         println!(

@@ -126,6 +126,11 @@ fn run_demo(dir: &std::path::Path, extra: &[&str]) -> String {
         "{capture}"
     );
     assert!(i("rx_packets") >= c("frames"), "{capture}");
+    // Host-wide (other tests' traffic too), so only its presence is certain.
+    assert!(
+        capture["interface"]["host_backlog_dropped"].is_u64(),
+        "{capture}"
+    );
     assert!(i("rx_bytes") > 0, "{capture}");
     for k in [
         "rx_dropped",

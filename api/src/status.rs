@@ -70,6 +70,11 @@ pub struct InterfaceStatus {
     pub rx_frame_errors: u64,
     /// Receive errors of any kind (the faults above among them).
     pub rx_errors: u64,
+    /// Frames the kernel dropped host-wide because a CPU's input backlog was full
+    /// (`netdev_max_backlog`, `/proc/net/softnet_stat`): every interface's traffic, not this
+    /// one's alone. AF_PACKET capture behind RPS or a driver without NAPI (veth) loses frames
+    /// there before any socket sees them. `null` if unreadable.
+    pub host_backlog_dropped: Option<u64>,
 }
 
 impl StatusSnapshot {
@@ -461,6 +466,14 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
             lr.push(("reason", reason.to_owned()));
             f.sample("tapvault_interface_rx_drops_total", &lr, v as f64);
         }
+        if let Some(v) = x.host_backlog_dropped {
+            f.head(
+                "tapvault_host_backlog_drops_total",
+                "counter",
+                "Frames the kernel dropped host-wide for a full CPU input backlog (netdev_max_backlog) since the capture started; every interface's traffic.",
+            );
+            f.sample("tapvault_host_backlog_drops_total", &[], v as f64);
+        }
     }
     let sh = |x: &ShardStatus| vec![("shard", x.shard.to_string())];
     f.each(
@@ -665,6 +678,7 @@ mod tests {
             name: "eth1".into(),
             rx_packets: 99,
             rx_dropped: 3,
+            host_backlog_dropped: Some(8),
             ..InterfaceStatus::default()
         });
         let text = prometheus(&s, &[(200, 4), (400, 1)]);
@@ -701,6 +715,7 @@ mod tests {
         assert!(text.contains("tapvault_xdp_frames_total{outcome=\"seen\"} 7"));
         assert!(text.contains("tapvault_xdp_program_info{metadata=\"packet_data\"} 1"));
         assert!(text.contains("tapvault_interface_rx_packets_total{interface=\"eth1\"} 99"));
+        assert!(text.contains("\ntapvault_host_backlog_drops_total 8\n"));
         assert!(text.contains(
             "tapvault_interface_rx_drops_total{interface=\"eth1\",reason=\"dropped\"} 3"
         ));
