@@ -321,6 +321,25 @@ impl Family<'_> {
     }
 
     /// A family with one sample per item.
+    /// One sample of `name` per `(label value, count)` in `by`: `labels` plus `key` set to
+    /// that value (a counter broken down by stage, outcome or reason).
+    fn breakdown(
+        &mut self,
+        name: &str,
+        labels: &[(&'static str, String)],
+        key: &'static str,
+        by: &[(&str, u64)],
+    ) {
+        let mut l = labels.to_vec();
+        l.push((key, String::new()));
+        for &(value, v) in by {
+            if let Some(last) = l.last_mut() {
+                value.clone_into(&mut last.1);
+            }
+            self.sample(name, &l, v as f64);
+        }
+    }
+
     fn each<T>(
         &mut self,
         name: &str,
@@ -395,17 +414,18 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
         "Packets dropped per queue, by stage (kernel, ring_full, fill_ring_empty, invalid_descs, handoff_full).",
     );
     for x in &s.queues {
-        for (stage, v) in [
-            ("kernel", x.drops.kernel),
-            ("ring_full", x.drops.ring_full),
-            ("fill_ring_empty", x.drops.fill_ring_empty),
-            ("invalid_descs", x.drops.invalid_descs),
-            ("handoff_full", x.drops.handoff_full),
-        ] {
-            let mut l = q(x);
-            l.push(("stage", stage.to_owned()));
-            f.sample("tapvault_queue_drops_total", &l, v as f64);
-        }
+        f.breakdown(
+            "tapvault_queue_drops_total",
+            &q(x),
+            "stage",
+            &[
+                ("kernel", x.drops.kernel),
+                ("ring_full", x.drops.ring_full),
+                ("fill_ring_empty", x.drops.fill_ring_empty),
+                ("invalid_descs", x.drops.invalid_descs),
+                ("handoff_full", x.drops.handoff_full),
+            ],
+        );
     }
     if let Some(x) = &s.xdp {
         f.head(
@@ -413,21 +433,20 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
             "counter",
             "Frames the XDP program handled, by outcome (seen, redirected, filtered, no_socket, error, truncated, meta_failed).",
         );
-        for (outcome, v) in [
-            ("seen", x.seen),
-            ("redirected", x.redirected),
-            ("filtered", x.filtered),
-            ("no_socket", x.no_socket),
-            ("error", x.errors),
-            ("truncated", x.truncated),
-            ("meta_failed", x.meta_failed),
-        ] {
-            f.sample(
-                "tapvault_xdp_frames_total",
-                &[("outcome", outcome.to_owned())],
-                v as f64,
-            );
-        }
+        f.breakdown(
+            "tapvault_xdp_frames_total",
+            &[],
+            "outcome",
+            &[
+                ("seen", x.seen),
+                ("redirected", x.redirected),
+                ("filtered", x.filtered),
+                ("no_socket", x.no_socket),
+                ("error", x.errors),
+                ("truncated", x.truncated),
+                ("meta_failed", x.meta_failed),
+            ],
+        );
         f.head(
             "tapvault_xdp_program_info",
             "gauge",
@@ -440,7 +459,7 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
         );
     }
     if let Some(x) = &s.interface {
-        let l = || vec![("interface", x.name.clone())];
+        let l = [("interface", x.name.clone())];
         f.head(
             "tapvault_interface_rx_packets_total",
             "counter",
@@ -448,7 +467,7 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
         );
         f.sample(
             "tapvault_interface_rx_packets_total",
-            &l(),
+            &l,
             x.rx_packets as f64,
         );
         f.head(
@@ -456,16 +475,17 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
             "counter",
             "Frames the capture interface's device or driver lost since the capture started, by reason (dropped includes missed; errors counts every receive error).",
         );
-        for (reason, v) in [
-            ("dropped", x.rx_dropped),
-            ("fifo", x.rx_fifo_errors),
-            ("frame", x.rx_frame_errors),
-            ("errors", x.rx_errors),
-        ] {
-            let mut lr = l();
-            lr.push(("reason", reason.to_owned()));
-            f.sample("tapvault_interface_rx_drops_total", &lr, v as f64);
-        }
+        f.breakdown(
+            "tapvault_interface_rx_drops_total",
+            &l,
+            "reason",
+            &[
+                ("dropped", x.rx_dropped),
+                ("fifo", x.rx_fifo_errors),
+                ("frame", x.rx_frame_errors),
+                ("errors", x.rx_errors),
+            ],
+        );
         if let Some(v) = x.host_backlog_dropped {
             f.head(
                 "tapvault_host_backlog_drops_total",
@@ -713,6 +733,10 @@ mod tests {
         assert!(text.contains("tapvault_shard_flows_active{shard=\"1\"} 5"));
         assert!(text.contains("tapvault_api_requests_total{code=\"400\"} 1"));
         assert!(text.contains("tapvault_xdp_frames_total{outcome=\"seen\"} 7"));
+        assert!(text.contains(
+            "tapvault_queue_drops_total{interface=\"eth\\\"0\",queue=\"3\",stage=\"handoff_full\"} 0"
+        ));
+        assert!(text.contains("tapvault_xdp_frames_total{outcome=\"meta_failed\"} 0"));
         assert!(text.contains("tapvault_xdp_program_info{metadata=\"packet_data\"} 1"));
         assert!(text.contains("tapvault_interface_rx_packets_total{interface=\"eth1\"} 99"));
         assert!(text.contains("\ntapvault_host_backlog_drops_total 8\n"));

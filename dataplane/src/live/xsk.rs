@@ -10,8 +10,10 @@
 //! Each frame's arrival time and wire length come from the metadata the XDP program writes in
 //! front of it ([`tapvault_xdp_abi::PacketMeta`], CLOCK_TAI converted to CLOCK_REALTIME
 //! here): in the metadata area, or inside the data as a prefix stripped here when the kernel
-//! refuses `bpf_xdp_adjust_meta` ([`XdpProgram::meta_in_data`](super::xdp::XdpProgram::meta_in_data)). A frame without it (a driver without headroom for metadata) gets the batch's
-//! CLOCK_REALTIME and its captured length, and is counted in [`XskSocket::frames_without_meta`].
+//! refuses `bpf_xdp_adjust_meta`
+//! ([`XdpProgram::meta_in_data`](super::xdp::XdpProgram::meta_in_data)). A frame without it
+//! (a driver without headroom for metadata) gets the batch's CLOCK_REALTIME and its captured
+//! length, and is counted in [`XskSocket::frames_without_meta`].
 
 use std::{
     cell::Cell,
