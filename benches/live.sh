@@ -39,6 +39,11 @@
 #   STEP_SECONDS=3     sending time per trial
 #   STEPS=6            bisection steps after the unpaced trial
 #   FLOWS=64           concurrent TCP connections
+#   PAYLOAD=pattern    what the data segments carry (`tapvault blast --payload`): pattern (the
+#                      alphabet repeated; compresses ~50x, fast), random (incompressible, like
+#                      TLS) or text (English-like prose; compresses ~2.4x, slowly: the costly
+#                      case for the packet store)
+#   ZSTD_LEVEL=1       storage.zstd_level of `tapvault capture` (1..22, or a fast level -20..-1)
 #   TX_CPU=0 RX_CPU=1  CPUs of sender and receiver
 #   BUFFER_MB=32       receive buffer of the AF_PACKET receivers (rxbench ring, tcpdump -B,
 #                      capture.block_count of 1 MiB blocks)
@@ -77,6 +82,8 @@ COST_PPS=${COST_PPS:-0}
 # the NAPI thread of its XDP program) are still there for the second reading of rx_threads_ns.
 RX_IDLE=$(awk -v s="$SETTLE_SECONDS" 'BEGIN {print s + 1}')
 FLOWS=${FLOWS:-64}
+PAYLOAD=${PAYLOAD:-pattern}
+ZSTD_LEVEL=${ZSTD_LEVEL:-1}
 TX_CPU=${TX_CPU:-0}
 RX_CPU=${RX_CPU:-1}
 BUFFER_MB=${BUFFER_MB:-32}
@@ -88,6 +95,8 @@ RX_KERNEL=${RX_KERNEL:-sender}
 PIPELINE=${PIPELINE:-auto}
 [[ "$COST_PPS" =~ ^[0-9]+$ ]] || { echo "live.sh: COST_PPS must be a whole number of packets per second, not '$COST_PPS'" >&2; exit 2; }
 [[ "$SETTLE_SECONDS" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "live.sh: SETTLE_SECONDS must be a number of seconds, not '$SETTLE_SECONDS'" >&2; exit 2; }
+case "$PAYLOAD" in pattern | random | text) ;; *) echo "live.sh: PAYLOAD must be pattern, random or text, not '$PAYLOAD'" >&2; exit 2 ;; esac
+[[ "$ZSTD_LEVEL" =~ ^-?[0-9]+$ ]] || { echo "live.sh: ZSTD_LEVEL must be a whole number, not '$ZSTD_LEVEL'" >&2; exit 2; }
 case "$RX_KERNEL" in sender | receiver) ;; *) echo "live.sh: RX_KERNEL must be sender or receiver, not '$RX_KERNEL'" >&2; exit 2 ;; esac
 
 [ "$(id -u)" = 0 ] || { echo "live.sh: needs root (namespaces, veth, packet sockets)" >&2; exit 1; }
@@ -156,7 +165,7 @@ mkdir -p "$OUT"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
     echo "tapvault: $TAPVAULT ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "tcpdump: $(tcpdump --version 2>&1 | head -1)"
-    echo "settings: SIZES='$SIZES' MODES='$MODES' STEP_SECONDS=$STEP_SECONDS STEPS=$STEPS FLOWS=$FLOWS TX_CPU=$TX_CPU RX_CPU=$RX_CPU BUFFER_MB=$BUFFER_MB UMEM_FRAMES=$UMEM_FRAMES XDP_MODE=$XDP_MODE CAPTURE_CPUS=$CAPTURE_CPUS RX_KERNEL=$RX_KERNEL PIPELINE=$PIPELINE"
+    echo "settings: SIZES='$SIZES' MODES='$MODES' STEP_SECONDS=$STEP_SECONDS STEPS=$STEPS FLOWS=$FLOWS PAYLOAD=$PAYLOAD ZSTD_LEVEL=$ZSTD_LEVEL TX_CPU=$TX_CPU RX_CPU=$RX_CPU BUFFER_MB=$BUFFER_MB UMEM_FRAMES=$UMEM_FRAMES XDP_MODE=$XDP_MODE CAPTURE_CPUS=$CAPTURE_CPUS RX_KERNEL=$RX_KERNEL PIPELINE=$PIPELINE"
     echo "data root: $DATA_ROOT ($(stat -f -c %T "$DATA_ROOT"))"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/env.txt"
@@ -231,7 +240,7 @@ blast() {
     read -r w0 i0 < <(rx_clock)
     read -r t0 c0 < <(rx_threads_ns "$3")
     out=$(ip netns exec "$NS_TX" "$TAPVAULT" blast --iface "$V_TX" --flows "$FLOWS" --frame-size "$1" \
-        --segments 200 --duration "$STEP_SECONDS" --pps "$2" --cpu "$TX_CPU")
+        --payload "$PAYLOAD" --segments 200 --duration "$STEP_SECONDS" --pps "$2" --cpu "$TX_CPU")
     sleep "$SETTLE_SECONDS"
     read -r w1 i1 < <(rx_clock)
     read -r t1 c1 < <(rx_threads_ns "$3")
@@ -326,7 +335,8 @@ capture_trial() {
     taskset -c "$CAPTURE_CPUS" "$TAPVAULT" capture --netns "$NS_RX" --no-api --status-every 0 \
         --duration $((STEP_SECONDS + 60)) --data-dir "$dir" --report-json "$rep" --log-level warn \
         --set capture.source="$src" --set capture.interface="$V_RX" \
-        --set capture.cpus="$RX_CPU" --set flow.pipeline="$PIPELINE" "${per_source[@]}" 2> "$err" &
+        --set capture.cpus="$RX_CPU" --set flow.pipeline="$PIPELINE" \
+        --set storage.zstd_level="$ZSTD_LEVEL" "${per_source[@]}" 2> "$err" &
     local cap=$!
     PIDS+=("$cap")
     wait_for "$err" "capturing from" || return 2

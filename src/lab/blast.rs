@@ -74,6 +74,20 @@ pub(crate) enum Side {
     Server,
 }
 
+/// What data segments carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Payload {
+    /// The alphabet, repeated: every segment the same bytes, which compress about 50x at
+    /// several GB/s. Cheapest to send.
+    Pattern,
+    /// Pseudo-random bytes that do not compress, like TLS or other encrypted traffic.
+    Random,
+    /// Generated English-like prose (words, punctuation, lines). Its short matches make it
+    /// compress about 2.4x at about a quarter of the speed of the bulk capture's HTTP: the
+    /// costly case for packet storage.
+    Text,
+}
+
 /// Arguments of `tapvault blast`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct BlastArgs {
@@ -113,6 +127,11 @@ pub(crate) struct BlastArgs {
     /// connections).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// What the data segments carry. Segments of `random` and `text` take consecutive
+    /// slices of an 8 MiB buffer, so no two segments within 8 MiB of traffic repeat each
+    /// other (a packet store's compressor sees no copies).
+    #[arg(long, value_enum, default_value_t = Payload::Pattern)]
+    payload: Payload,
     /// Frames per `sendmmsg` call at most.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
     batch: u32,
@@ -170,29 +189,55 @@ pub(crate) fn fold(mut sum: u64) -> u16 {
     !(sum as u16)
 }
 
-/// Builds Ethernet/IPv4/TCP frames with valid checksums. The payload is a fixed pattern
-/// whose checksum is summed once per length used by data segments, so a frame costs a
-/// header's worth of checksumming whatever its size.
+/// Bytes of payload the `random` and `text` payloads cycle through.
+const PAYLOAD_BUF: usize = 8 << 20;
+/// Slices of that buffer are this far apart: the largest payload of a 1500-byte MTU.
+const SLOT: usize = 1460;
+
+/// Builds Ethernet/IPv4/TCP frames with valid checksums. The payload's checksum is summed
+/// once per slot and length, so a frame costs a header's worth of checksumming whatever its
+/// size: the `pattern` payload has one slot; `random` and `text` have one every [`SLOT`]
+/// bytes of an 8 MiB buffer, which successive payloads take in turn.
 pub(crate) struct Builder {
     payload: Vec<u8>,
-    /// (length, one's-complement sum of `payload[..length]`) for the data segment length.
-    cached: (usize, u64),
+    /// Next slot to use.
+    slot: usize,
+    /// Per slot: (length, one's-complement sum of the slot's first `length` bytes).
+    sums: Vec<(usize, u64)>,
 }
 
 impl Builder {
-    pub(crate) fn new() -> Self {
-        let payload: Vec<u8> = (0..MAX_FRAME).map(|i| b'a' + (i % 26) as u8).collect();
+    pub(crate) fn new(kind: Payload, seed: u64) -> Self {
+        let payload: Vec<u8> = match kind {
+            Payload::Pattern => (0..SLOT).map(|i| b'a' + (i % 26) as u8).collect(),
+            Payload::Random => {
+                let mut x = seed;
+                (0..PAYLOAD_BUF / 8)
+                    .flat_map(|_| {
+                        x = mix(x);
+                        x.to_le_bytes()
+                    })
+                    .collect()
+            }
+            Payload::Text => text(PAYLOAD_BUF, seed),
+        };
+        let slots = payload.len() / SLOT;
         Builder {
             payload,
-            cached: (0, 0),
+            slot: 0,
+            sums: vec![(usize::MAX, 0); slots],
         }
     }
 
-    fn payload_sum(&mut self, len: usize) -> u64 {
-        if self.cached.0 != len {
-            self.cached = (len, sum16(&self.payload[..len], 0));
+    /// The next payload of `len` bytes and its one's-complement sum.
+    fn next_payload(&mut self, len: usize) -> (&[u8], u64) {
+        let slot = self.slot;
+        self.slot = (slot + 1) % self.sums.len();
+        let bytes = &self.payload[slot * SLOT..slot * SLOT + len];
+        if self.sums[slot].0 != len {
+            self.sums[slot] = (len, sum16(bytes, 0));
         }
-        self.cached.1
+        (bytes, self.sums[slot].1)
     }
 
     /// Writes the frame into `out` (at least [`MAX_FRAME`] bytes); returns its length.
@@ -238,14 +283,343 @@ impl Builder {
         sum = sum16(&s.dst.ip, sum);
         sum += 6 + tcp_len as u64;
         sum = sum16(tcp, sum);
-        sum += self.payload_sum(s.payload_len);
         let p0 = t0 + TCP_LEN + opt;
-        out[p0..p0 + s.payload_len].copy_from_slice(&self.payload[..s.payload_len]);
+        if s.payload_len > 0 {
+            let (bytes, payload_sum) = self.next_payload(s.payload_len);
+            sum += payload_sum;
+            out[p0..p0 + s.payload_len].copy_from_slice(bytes);
+        }
         out[frame..].fill(0);
         let c = fold(sum);
         out[t0 + 16..t0 + 18].copy_from_slice(&c.to_be_bytes());
         len
     }
+}
+
+/// `len` bytes of English-like text: words of a small vocabulary, most of them common ones,
+/// with capitals, punctuation and line breaks, from `seed`.
+fn text(len: usize, seed: u64) -> Vec<u8> {
+    const WORDS: &[&str] = &[
+        "the",
+        "of",
+        "and",
+        "to",
+        "a",
+        "in",
+        "is",
+        "it",
+        "that",
+        "for",
+        "was",
+        "on",
+        "are",
+        "with",
+        "as",
+        "be",
+        "at",
+        "this",
+        "have",
+        "from",
+        "or",
+        "by",
+        "not",
+        "but",
+        "what",
+        "all",
+        "were",
+        "when",
+        "we",
+        "there",
+        "can",
+        "an",
+        "your",
+        "which",
+        "their",
+        "said",
+        "if",
+        "will",
+        "each",
+        "about",
+        "how",
+        "up",
+        "out",
+        "them",
+        "then",
+        "she",
+        "many",
+        "some",
+        "so",
+        "these",
+        "would",
+        "other",
+        "into",
+        "has",
+        "more",
+        "her",
+        "two",
+        "like",
+        "him",
+        "see",
+        "time",
+        "could",
+        "no",
+        "make",
+        "than",
+        "first",
+        "been",
+        "its",
+        "who",
+        "now",
+        "people",
+        "my",
+        "made",
+        "over",
+        "did",
+        "down",
+        "only",
+        "way",
+        "find",
+        "use",
+        "may",
+        "water",
+        "long",
+        "little",
+        "very",
+        "after",
+        "words",
+        "called",
+        "just",
+        "where",
+        "most",
+        "know",
+        "get",
+        "through",
+        "back",
+        "much",
+        "before",
+        "go",
+        "good",
+        "new",
+        "write",
+        "our",
+        "used",
+        "me",
+        "man",
+        "too",
+        "any",
+        "day",
+        "same",
+        "right",
+        "look",
+        "think",
+        "also",
+        "around",
+        "another",
+        "came",
+        "come",
+        "work",
+        "three",
+        "word",
+        "must",
+        "because",
+        "does",
+        "part",
+        "even",
+        "place",
+        "well",
+        "such",
+        "here",
+        "take",
+        "why",
+        "things",
+        "help",
+        "put",
+        "years",
+        "different",
+        "away",
+        "again",
+        "off",
+        "went",
+        "old",
+        "number",
+        "great",
+        "tell",
+        "men",
+        "say",
+        "small",
+        "every",
+        "found",
+        "still",
+        "between",
+        "name",
+        "should",
+        "home",
+        "big",
+        "give",
+        "air",
+        "line",
+        "set",
+        "own",
+        "under",
+        "read",
+        "last",
+        "never",
+        "us",
+        "left",
+        "end",
+        "along",
+        "while",
+        "might",
+        "next",
+        "sound",
+        "below",
+        "saw",
+        "something",
+        "thought",
+        "both",
+        "few",
+        "those",
+        "always",
+        "looked",
+        "show",
+        "large",
+        "often",
+        "together",
+        "asked",
+        "house",
+        "world",
+        "going",
+        "want",
+        "school",
+        "important",
+        "until",
+        "form",
+        "food",
+        "keep",
+        "children",
+        "feet",
+        "land",
+        "side",
+        "without",
+        "boy",
+        "once",
+        "animals",
+        "life",
+        "enough",
+        "took",
+        "sometimes",
+        "four",
+        "head",
+        "above",
+        "kind",
+        "began",
+        "almost",
+        "live",
+        "page",
+        "got",
+        "earth",
+        "need",
+        "far",
+        "hand",
+        "high",
+        "year",
+        "mother",
+        "light",
+        "parts",
+        "country",
+        "father",
+        "let",
+        "night",
+        "following",
+        "picture",
+        "being",
+        "study",
+        "second",
+        "eyes",
+        "soon",
+        "times",
+        "story",
+        "boys",
+        "since",
+        "white",
+        "days",
+        "ever",
+        "paper",
+        "hard",
+        "near",
+        "sentence",
+        "better",
+        "best",
+        "across",
+        "during",
+        "today",
+        "others",
+        "however",
+        "sure",
+        "means",
+        "knew",
+        "try",
+        "told",
+        "young",
+        "miles",
+        "sun",
+        "ways",
+        "thing",
+        "whole",
+        "hear",
+        "example",
+        "heard",
+        "several",
+        "change",
+        "answer",
+        "room",
+        "sea",
+        "against",
+        "top",
+        "turned",
+        "learn",
+        "point",
+        "city",
+        "play",
+        "toward",
+        "five",
+    ];
+    let mut x = seed ^ 0x7465_7874;
+    let mut next = move || {
+        x = mix(x);
+        x
+    };
+    let mut out = Vec::with_capacity(len + 16);
+    let mut sentence_start = true;
+    while out.len() < len {
+        let r = next();
+        // Two uniform picks, the smaller one: common words come up more often.
+        let i =
+            ((r & 0xffff) as usize % WORDS.len()).min((r >> 16 & 0xffff) as usize % WORDS.len());
+        let word = WORDS[i].as_bytes();
+        if sentence_start {
+            out.push(word[0].to_ascii_uppercase());
+            out.extend_from_slice(&word[1..]);
+        } else {
+            out.extend_from_slice(word);
+        }
+        sentence_start = false;
+        match (r >> 32) % 100 {
+            0..=6 => {
+                out.extend_from_slice(b". ");
+                sentence_start = true;
+            }
+            7..=9 => out.extend_from_slice(b", "),
+            10 => {
+                out.extend_from_slice(b".\n");
+                sentence_start = true;
+            }
+            11 => out.extend_from_slice(b" ("),
+            _ => out.push(b' '),
+        }
+    }
+    out.truncate(len);
+    out
 }
 
 /// SplitMix64: seeds initial sequence numbers and IP ids reproducibly.
@@ -373,6 +747,7 @@ impl Generator {
         segments: u32,
         budget: u64,
         seed: u64,
+        payload: Payload,
     ) -> Result<Self> {
         if !(HDRS + 1..=MAX_FRAME).contains(&frame_size) {
             bail!(
@@ -396,7 +771,7 @@ impl Generator {
             draining: false,
             reserve: 0,
             data_segments: 0,
-            builder: Builder::new(),
+            builder: Builder::new(payload, seed),
         })
     }
 
@@ -665,6 +1040,7 @@ pub(crate) fn run(a: BlastArgs) -> Result<()> {
         a.segments,
         budget,
         a.seed,
+        a.payload,
     )?;
     let batch = a.batch as usize;
     // Pacing: small batches at low rates, so frames are not bunched.
@@ -758,6 +1134,7 @@ pub(crate) fn run(a: BlastArgs) -> Result<()> {
         "side": format!("{:?}", a.side).to_lowercase(),
         "frame_size": a.frame_size,
         "data_payload": g.data_len(),
+        "payload": format!("{:?}", a.payload).to_lowercase(),
         "timestamps": g.timestamps(),
         "packets": packets,
         "bytes": bytes,
@@ -839,7 +1216,13 @@ mod tests {
 
     #[test]
     fn checksums_of_odd_and_even_payloads_verify() {
-        let mut b = Builder::new();
+        for kind in [Payload::Pattern, Payload::Random, Payload::Text] {
+            checksums_verify(kind);
+        }
+    }
+
+    fn checksums_verify(kind: Payload) {
+        let mut b = Builder::new(kind, 1);
         let mut out = vec![0u8; MAX_FRAME];
         let c = Endpoint {
             mac: CLIENT_MAC,
@@ -880,7 +1263,8 @@ mod tests {
 
     /// Runs a generator to completion and checks every frame and the TCP arithmetic.
     fn check_conversation(frame_size: usize, flows: u32, segments: u32, budget: u64) -> u64 {
-        let mut g = Generator::new(flows, frame_size, segments, budget, 7).expect("generator");
+        let mut g = Generator::new(flows, frame_size, segments, budget, 7, Payload::Pattern)
+            .expect("generator");
         let mut out = vec![0u8; MAX_FRAME];
         // Per connection (client port, client address): next expected seq each way.
         let mut next: std::collections::HashMap<([u8; 4], u16), (u32, u32, u8)> =
@@ -941,6 +1325,37 @@ mod tests {
         frames
     }
 
+    /// What the payload kinds promise: `pattern` repeats itself, `random` and `text` do not
+    /// repeat between segments; zstd (level 1, 1 MiB as the packet store's frames) shrinks
+    /// `pattern` many times, `random` not at all, and `text` about as much as cleartext.
+    #[test]
+    fn payload_kinds_compress_as_documented() {
+        let ratio = |kind: Payload| {
+            let mut b = Builder::new(kind, 3);
+            let mut data = Vec::new();
+            let mut first = Vec::new();
+            while data.len() < 1 << 20 {
+                let (bytes, sum) = b.next_payload(1434);
+                assert_eq!(sum, sum16(bytes, 0));
+                if first.is_empty() {
+                    first = bytes.to_vec();
+                } else if kind != Payload::Pattern && data.len() < 1434 * 16 {
+                    assert_ne!(bytes, &first[..], "{kind:?} repeats within 16 segments");
+                }
+                data.extend_from_slice(bytes);
+            }
+            data.len() as f64 / zstd::bulk::compress(&data, 1).unwrap().len() as f64
+        };
+        let (pattern, random, text) = (
+            ratio(Payload::Pattern),
+            ratio(Payload::Random),
+            ratio(Payload::Text),
+        );
+        assert!(pattern > 20.0, "pattern {pattern:.2}");
+        assert!(random < 1.01, "random {random:.2}");
+        assert!((2.0..5.0).contains(&text), "text {text:.2}");
+    }
+
     #[test]
     fn conversations_are_consistent_at_64_and_1500_bytes() {
         for (size, flows, segs, budget) in [
@@ -967,19 +1382,19 @@ mod tests {
 
     #[test]
     fn timestamps_only_when_they_fit() {
-        let g = Generator::new(1, 64, 1, 100, 1).expect("64");
+        let g = Generator::new(1, 64, 1, 100, 1, Payload::Pattern).expect("64");
         assert!(!g.timestamps());
         assert_eq!(g.data_len(), 10);
-        let g = Generator::new(1, 1500, 1, 100, 1).expect("1500");
+        let g = Generator::new(1, 1500, 1, 100, 1, Payload::Pattern).expect("1500");
         assert!(g.timestamps());
         assert_eq!(g.data_len(), 1500 - 66);
-        assert!(Generator::new(1, 54, 1, 100, 1).is_err());
-        assert!(Generator::new(1, 1515, 1, 100, 1).is_err());
+        assert!(Generator::new(1, 54, 1, 100, 1, Payload::Pattern).is_err());
+        assert!(Generator::new(1, 1515, 1, 100, 1, Payload::Pattern).is_err());
     }
 
     #[test]
     fn one_connection_has_the_expected_shape() {
-        let mut g = Generator::new(1, 100, 3, 1_000_000, 3).expect("generator");
+        let mut g = Generator::new(1, 100, 3, 1_000_000, 3, Payload::Pattern).expect("generator");
         let mut out = vec![0u8; MAX_FRAME];
         let mut shape = Vec::new();
         for _ in 0..10 {
