@@ -43,7 +43,7 @@
 #                      alphabet repeated; compresses ~50x, fast), random (incompressible, like
 #                      TLS) or text (English-like prose; compresses ~2.4x, slowly: the costly
 #                      case for the packet store)
-#   ZSTD_LEVEL=1       storage.zstd_level of `tapvault capture` (1..22, or a fast level -20..-1)
+#   ZSTD_LEVEL=1       storage.zstd_level of `tapvault capture` (1..22, or a fast level, -1 and below)
 #   TX_CPU=0 RX_CPU=1  CPUs of sender and receiver
 #   BUFFER_MB=32       receive buffer of the AF_PACKET receivers (rxbench ring, tcpdump -B,
 #                      capture.block_count of 1 MiB blocks)

@@ -165,7 +165,7 @@ fn out_of_range_values() {
         ),
         ("[storage]\nsegment_span = \"2h\"", "storage.segment_span"),
         ("[storage]\nzstd_level = 0", "storage.zstd_level"),
-        ("[storage]\nzstd_level = -21", "storage.zstd_level"),
+        ("[storage]\nzstd_level = -131073", "storage.zstd_level"),
         ("[storage]\nzstd_level = 23", "storage.zstd_level"),
         (
             "[storage]\nflush_interval = \"1ms\"",
@@ -190,13 +190,13 @@ fn out_of_range_values() {
 
 #[test]
 fn zstd_fast_levels_are_accepted() {
-    for level in [-20, -3, -1, 1, 22] {
+    for level in [-131_072, -1000, -3, -1, 1, 22] {
         let c = load(&format!("{GOOD}\n[storage]\nzstd_level = {level}\n")).expect("valid level");
         assert_eq!(c.storage.zstd_level, level);
     }
-    let (_, msg) = one_bad(&format!("{GOOD}\n[storage]\nzstd_level = -21\n"));
+    let (_, msg) = one_bad(&format!("{GOOD}\n[storage]\nzstd_level = -131073\n"));
     assert!(
-        msg.contains("-21 is neither a level 1..=22 nor a fast level -20..=-1"),
+        msg.contains("-131073 is neither a level 1..=22 nor a fast level -131072..=-1"),
         "{msg}"
     );
 }
