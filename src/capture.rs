@@ -300,6 +300,7 @@ fn storage_status(store: &StoreStatus, data_dir: Option<&std::path::Path>) -> St
         st.packets_written += p.packets_written;
         st.bytes_written += p.bytes_written;
         st.segments_written += p.segments_published;
+        st.frames_passed_through += p.frames_passed_through;
         st.packets_dropped +=
             p.spill_dropped_disk_full + p.spill_dropped_io_error + p.spill_dropped_bad_timestamp;
         st.paused_disk_full |= p.paused.is_some();
@@ -791,7 +792,8 @@ impl Capture {
                         .frame_max_bytes(
                             usize::try_from(st.frame_max_bytes.0).unwrap_or(usize::MAX),
                         )
-                        .zstd_level(st.zstd_level);
+                        .zstd_level(st.zstd_level)
+                        .zstd_adaptive(st.zstd_adaptive);
                     let p = PacketStore::open(dir, &format!("w{i}"), seg, store_opts.clone())
                         .with_context(|| format!("cannot store packets of {}", src.name()))?;
                     status.packets.push(p.stats());

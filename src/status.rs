@@ -136,10 +136,11 @@ pub(crate) fn status(a: StatusArgs) -> Result<()> {
     }
     let st = &v["storage"];
     println!(
-        "  storage: {} bytes written, {} segments, {} flow files, {} packets not stored, lag {} s, \
-         free {} bytes{}",
+        "  storage: {} bytes written, {} segments ({} frames passed through uncompressed), \
+         {} flow files, {} packets not stored, lag {} s, free {} bytes{}",
         n(&st["bytes_written"]),
         n(&st["segments_written"]),
+        n(&st["frames_passed_through"]),
         n(&st["flow_files_written"]),
         n(&st["packets_dropped"]),
         st["lag_seconds"]

@@ -64,7 +64,7 @@ fn status_schema() -> Value {
     }));
     let storage = obj(json!({
         "packets_written": int, "records_accepted": int, "records_dropped": int,
-        "bytes_written": int, "segments_written": int, "flow_files_written": int,
+        "bytes_written": int, "segments_written": int, "frames_passed_through": int, "flow_files_written": int,
         "packets_dropped": int, "lag_seconds": {"type": "number", "nullable": true},
         "free_bytes": {"type": "integer", "nullable": true}, "paused_disk_full": {"type": "boolean"},
         "errors": int,

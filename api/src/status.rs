@@ -186,6 +186,9 @@ pub struct StorageStatus {
     pub bytes_written: u64,
     /// Packet segments published.
     pub segments_written: u64,
+    /// zstd frames of packets stored almost uncompressed because the traffic did not
+    /// compress (`storage.zstd_adaptive`).
+    pub frames_passed_through: u64,
     /// Flow files published.
     pub flow_files_written: u64,
     /// Packets dropped by the storage writer (queue full, disk full, errors).
@@ -586,6 +589,16 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
         st.segments_written as f64,
     );
     f.head(
+        "tapvault_storage_frames_passed_through_total",
+        "counter",
+        "Packet frames stored almost uncompressed because the traffic did not compress.",
+    );
+    f.sample(
+        "tapvault_storage_frames_passed_through_total",
+        &[],
+        st.frames_passed_through as f64,
+    );
+    f.head(
         "tapvault_storage_flow_files_written_total",
         "counter",
         "Flow files published.",
@@ -689,6 +702,7 @@ mod tests {
             ..ShardStatus::default()
         });
         s.storage.lag_seconds = Some(0.5);
+        s.storage.frames_passed_through = 12;
         s.xdp = Some(XdpCounters {
             seen: 7,
             metadata: "packet_data".into(),
@@ -740,6 +754,7 @@ mod tests {
         assert!(text.contains("tapvault_xdp_program_info{metadata=\"packet_data\"} 1"));
         assert!(text.contains("tapvault_interface_rx_packets_total{interface=\"eth1\"} 99"));
         assert!(text.contains("\ntapvault_host_backlog_drops_total 8\n"));
+        assert!(text.contains("\ntapvault_storage_frames_passed_through_total 12\n"));
         assert!(text.contains(
             "tapvault_interface_rx_drops_total{interface=\"eth1\",reason=\"dropped\"} 3"
         ));

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! `TAPVAULT_BENCH_LEVEL=N` (default 1) sets the zstd level of both sides, a fast level
-//! included (`-3` is `zstd --fast=3`).
+//! included (`-3` is `zstd --fast=3`); `TAPVAULT_BENCH_ADAPTIVE=0` turns the spill's
+//! adaptive level (`zstd_adaptive`, on by default) off.
 //!
 //! `TAPVAULT_BENCH_ONLY=spill` (or `zstd`) runs one side only, for profiles:
 //!
@@ -59,6 +60,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
+    let adaptive = std::env::var("TAPVAULT_BENCH_ADAPTIVE").map_or(true, |v| v != "0");
     let store_base =
         PathBuf::from(std::env::var("TAPVAULT_BENCH_STORE").unwrap_or_else(|_| "/var/tmp".into()));
     let Ok(mut file) = std::fs::File::open(&path) else {
@@ -87,7 +89,7 @@ fn main() {
     }
     let input = &bytes[..pos];
     println!(
-        "input: {} MiB, {} packets of {path}; zstd level {level}",
+        "input: {} MiB, {} packets of {path}; zstd level {level}, adaptive {adaptive}",
         input.len() >> 20,
         packets.len()
     );
@@ -122,7 +124,9 @@ fn main() {
         let mut s = PacketStore::open(
             &root,
             "bench",
-            SegmentOptions::default().zstd_level(level),
+            SegmentOptions::default()
+                .zstd_level(level)
+                .zstd_adaptive(adaptive),
             StoreOptions::default(),
         )
         .unwrap();
@@ -138,6 +142,7 @@ fn main() {
         best_spill = best_spill.min(dt);
         cpu_spill = cpu_spill.min(dc);
         assert_eq!(stats.packets_written, spill_packets as u64);
+        let passed = stats.frames_passed_through;
         let mut on_disk = 0;
         let mut stack = vec![root.clone()];
         while let Some(d) = stack.pop() {
@@ -154,8 +159,9 @@ fn main() {
         let _ = std::fs::remove_dir_all(&root);
         println!(
             "round {round}: zstd {zt:.3} s ({zc:.3} s CPU), spill {dt:.3} s ({dc:.3} s CPU); \
-             this round's spill / zstd rate {:.2}",
-            zt / dt
+             this round's spill / zstd rate {:.2}; {} frames passed through",
+            zt / dt,
+            passed
         );
         if zt > 0.0 && dt > 0.0 {
             per_round.push((zt / dt, zc / dc));

@@ -77,6 +77,11 @@ pub struct StorageConfig {
     /// faster than 1 for about 13 % more bytes; around -1000 the data is stored almost as
     /// it is, at several GB/s. Default: 1.
     pub zstd_level: i32,
+    /// Store traffic that does not compress (encrypted payloads) almost as it is: after a
+    /// zstd frame that `zstd_level` shrank by less than 8 %, the next frames use zstd's fast
+    /// level -1000, and every 16th tries `zstd_level` again. Counted in the status as
+    /// `storage.frames_passed_through`. Default: true.
+    pub zstd_adaptive: bool,
     /// Open frames and flow files are written out at least this often, 10ms to 60s, which
     /// bounds what a crash loses. Default: `"1s"`.
     pub flush_interval: HumanDuration,
@@ -98,6 +103,7 @@ impl Default for StorageConfig {
             frame_span: HumanDuration::from_secs(1),
             frame_max_bytes: ByteSize::mib(1),
             zstd_level: 1,
+            zstd_adaptive: true,
             flush_interval: HumanDuration::from_secs(1),
             min_free: ByteSize::gib(1),
             retention: RetentionConfig::default(),

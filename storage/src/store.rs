@@ -204,6 +204,9 @@ pub struct PacketStoreStats {
     pub bytes_written: u64,
     /// Segments published (rolled, flushed, or recovered after an error).
     pub segments_published: u64,
+    /// zstd frames stored almost uncompressed because the traffic did not compress
+    /// ([`SegmentOptions::zstd_adaptive`](crate::SegmentOptions::zstd_adaptive)).
+    pub frames_passed_through: u64,
     /// Packets not stored because the disk was full (or below the free-space minimum).
     pub spill_dropped_disk_full: u64,
     /// Packets not stored because of another write error.
@@ -392,6 +395,7 @@ impl PacketStore {
         }
         self.stats.storage_lag_ns = self.unsynced_oldest.map_or(0, |t| (now_ns - t).max(0));
         self.stats.bytes_written = self.w.bytes_written();
+        self.stats.frames_passed_through = self.w.pass_through_frames();
         self.shared.set(&self.stats);
     }
 
@@ -405,6 +409,7 @@ impl PacketStore {
         }
         self.recover_deferred();
         self.stats.bytes_written = self.w.bytes_written();
+        self.stats.frames_passed_through = self.w.pass_through_frames();
         self.stats.storage_lag_ns = 0;
         self.shared.set(&self.stats);
         self.stats

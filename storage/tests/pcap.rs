@@ -200,6 +200,93 @@ fn fast_zstd_levels_round_trip_and_store_more_bytes() {
     );
 }
 
+/// `n` packets of 1400 pseudo-random bytes (encrypted traffic), 100 µs apart from `start`.
+fn random_packets(n: usize, start: i64) -> Vec<Pkt> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..n)
+        .map(|i| {
+            let data: Vec<u8> = (0..1400)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 24) as u8
+                })
+                .collect();
+            Pkt {
+                ts: start + i as i64 * 100_000,
+                orig: 1400,
+                data,
+                flow: 7,
+            }
+        })
+        .collect()
+}
+
+/// Writes `pkts` with `options`; returns the writer's pass-through frame count and the
+/// bytes of its segments, after checking that every packet reads back.
+fn write_adaptive(tag: &str, options: SegmentOptions, pkts: &[Pkt]) -> (u64, u64) {
+    let dir = TempDir::new(tag);
+    let mut w = SegmentWriter::new(&dir.0, "w_0", options).unwrap();
+    let mut segments = Vec::new();
+    for p in pkts {
+        segments.extend(w.write(p.ts, p.orig, &p.data, p.flow).unwrap());
+    }
+    let passed = w.pass_through_frames();
+    segments.extend(w.close().unwrap());
+    let (bytes, _) = read_packets(&dir.0, pkts[0].ts, pkts.last().unwrap().ts, None).unwrap();
+    let (_, _, records) = parse_pcap(&bytes);
+    let expected: Vec<Vec<u8>> = pkts.iter().map(|p| record(p, usize::MAX)).collect();
+    assert!(records == expected, "{tag}: records differ");
+    let size = segments
+        .iter()
+        .map(|s| {
+            let _ = zstd_d(&s.segment);
+            fs::metadata(&s.segment).unwrap().len()
+        })
+        .sum();
+    (passed, size)
+}
+
+/// `zstd_adaptive`: traffic that does not compress is passed through (and reads back the
+/// same), traffic that does is compressed, and after a switch to compressible traffic the
+/// writer compresses again within a probe interval.
+#[test]
+fn adaptive_level_passes_incompressible_traffic_through() {
+    let random = random_packets(3000, T0);
+    let options = || SegmentOptions::default().frame_max_bytes(64 * 1024);
+    let (passed, _) = write_adaptive("adaptive-random", options(), &random);
+    // 3000 x 1.4 KB in 64 KiB frames: about 65 frames, all but the first (and the probes)
+    // passed through.
+    assert!(passed >= 50, "{passed} frames passed through");
+    let (passed, _) = write_adaptive("adaptive-off", options().zstd_adaptive(false), &random);
+    assert_eq!(passed, 0);
+    let text = packets(3000, T0, 0..0);
+    let (passed, _) = write_adaptive("adaptive-text", options(), &text);
+    assert_eq!(passed, 0, "compressible traffic was passed through");
+    // Random traffic, then compressible traffic: the second part is compressed (not passed
+    // through) once a probe sees it.
+    let later = text.last().unwrap().ts + SEC;
+    let mut mixed = random.clone();
+    mixed.extend(packets(3000, later, 0..0));
+    let (passed_mixed, size_mixed) = write_adaptive("adaptive-mixed", options(), &mixed);
+    let (_, size_text) = write_adaptive(
+        "adaptive-text-alone",
+        options(),
+        &packets(3000, later, 0..0),
+    );
+    let random_bytes: u64 = random.iter().map(|p| 16 + p.data.len() as u64).sum();
+    assert!(
+        size_mixed < random_bytes + size_text * 3 / 2,
+        "mixed {size_mixed} bytes: the compressible part was not compressed \
+         ({random_bytes} random bytes, {size_text} for the compressible part alone)"
+    );
+    assert!(
+        passed_mixed >= 50,
+        "{passed_mixed} frames of the mixed traffic passed through"
+    );
+}
+
 #[test]
 fn time_range_reads_only_overlapping_frames_and_returns_exactly_its_packets() {
     let dir = TempDir::new("range");

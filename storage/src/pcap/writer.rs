@@ -50,7 +50,26 @@ pub struct SegmentOptions {
     pub segment_max_bytes: u64,
     /// zstd level: 1 to 22, or a fast level (negative; `zstd --fast=N` is -N). Default 1.
     pub zstd_level: i32,
+    /// Stop compressing traffic that does not compress: after a frame that `zstd_level`
+    /// shrank by less than [`ADAPTIVE_MIN_SAVING`] (encrypted payloads, say), the next
+    /// frames use [`PASS_THROUGH_LEVEL`], which stores bytes almost as they are at several
+    /// GB/s, and every [`ADAPTIVE_PROBE_EVERY`]th frame tries `zstd_level` again. Default
+    /// true.
+    pub zstd_adaptive: bool,
 }
+
+/// [`SegmentOptions::zstd_adaptive`]: a frame that `zstd_level` shrinks by less than this
+/// share of its bytes counts as incompressible.
+pub const ADAPTIVE_MIN_SAVING: f64 = 0.08;
+/// [`SegmentOptions::zstd_adaptive`]: the level of frames after an incompressible one
+/// (zstd's fast level -1000: no entropy coding, a match search that skips far ahead).
+pub const PASS_THROUGH_LEVEL: i32 = -1000;
+/// [`SegmentOptions::zstd_adaptive`]: while passing through, every this many frames one is
+/// compressed at `zstd_level` again, to notice traffic that became compressible.
+pub const ADAPTIVE_PROBE_EVERY: u32 = 16;
+/// Frames shorter than this (uncompressed) do not change the adaptive level: too few bytes
+/// to judge by.
+const ADAPTIVE_MIN_FRAME: usize = 16 << 10;
 
 impl Default for SegmentOptions {
     fn default() -> Self {
@@ -62,6 +81,7 @@ impl Default for SegmentOptions {
             segment_max_span_ns: 60_000_000_000,
             segment_max_bytes: 256 << 20,
             zstd_level: 1,
+            zstd_adaptive: true,
         }
     }
 }
@@ -100,6 +120,11 @@ impl SegmentOptions {
     /// Sets [`SegmentOptions::zstd_level`] (checked by [`SegmentWriter::new`]).
     pub fn zstd_level(mut self, level: i32) -> Self {
         self.zstd_level = level;
+        self
+    }
+    /// Sets [`SegmentOptions::zstd_adaptive`].
+    pub fn zstd_adaptive(mut self, adaptive: bool) -> Self {
+        self.zstd_adaptive = adaptive;
         self
     }
 
@@ -179,6 +204,11 @@ pub struct SegmentWriter {
     last_flush_ratio: f64,
     /// The thread that writes and syncs the segment files (see [`Io`]).
     io: Io,
+    /// Frames written at [`PASS_THROUGH_LEVEL`] since the last one at `zstd_level`; `None`
+    /// while the compressor runs at `zstd_level`.
+    passing_through: Option<u32>,
+    /// Frames written at [`PASS_THROUGH_LEVEL`] since the writer was made.
+    pass_through_frames: u64,
 }
 
 struct OpenSegment {
@@ -408,6 +438,8 @@ impl SegmentWriter {
             bytes_written: 0,
             extra_blocks: 0,
             last_flush_ratio: 1.0,
+            passing_through: None,
+            pass_through_frames: 0,
         })
     }
 
@@ -528,6 +560,11 @@ impl SegmentWriter {
     /// Bytes written to segment files by this writer (frames, padding and seek tables).
     pub fn bytes_written(&self) -> u64 {
         self.bytes_written + self.segment.as_ref().map_or(0, |s| s.offset)
+    }
+
+    /// Frames written at [`PASS_THROUGH_LEVEL`] (see [`SegmentOptions::zstd_adaptive`]).
+    pub fn pass_through_frames(&self) -> u64 {
+        self.pass_through_frames
     }
 
     /// Gives up the open segment after an error (a full disk, say): pending packets are
@@ -790,9 +827,11 @@ impl SegmentWriter {
         }
         if self.extra_blocks == 0 {
             self.compress_pending(true)?;
+            self.adapt(self.out.len(), self.done_len)?;
             return self.write_frame(self.recs.len(), self.done_len);
         }
         self.compress_pending(false)?;
+        let produced = self.out.len();
         let seg = self.segment.as_ref().expect("a frame is open");
         let rem = block_remaining(seg.offset);
         let c = self.out.len() + INNER_PAD_MIN;
@@ -809,7 +848,45 @@ impl SegmentWriter {
         self.compressor
             .reset(ResetDirective::SessionOnly)
             .map_err(zstd_error("reset the compressor for", &seg.tmp))?;
+        self.adapt(produced, self.done_len)?;
         self.write_frame(self.recs.len(), self.done_len)
+    }
+
+    /// Picks the level of the next frame after one that took `compressed` bytes for `len`
+    /// (padding left out), the compressor being between frames (see
+    /// [`SegmentOptions::zstd_adaptive`]).
+    fn adapt(&mut self, compressed: usize, len: usize) -> Result<()> {
+        if !self.options.zstd_adaptive {
+            return Ok(());
+        }
+        let next = match self.passing_through {
+            Some(n) => {
+                self.pass_through_frames += 1;
+                if n + 1 >= ADAPTIVE_PROBE_EVERY {
+                    None
+                } else {
+                    Some(n + 1)
+                }
+            }
+            None if len >= ADAPTIVE_MIN_FRAME
+                && compressed as f64 > len as f64 * (1.0 - ADAPTIVE_MIN_SAVING) =>
+            {
+                Some(0)
+            }
+            None => None,
+        };
+        if next.is_some() != self.passing_through.is_some() {
+            let level = match next {
+                Some(_) => PASS_THROUGH_LEVEL,
+                None => self.options.zstd_level,
+            };
+            let seg = self.segment.as_ref().expect("a frame is open");
+            self.compressor
+                .set_parameter(CParameter::CompressionLevel(level))
+                .map_err(zstd_error("set the compression level for", &seg.tmp))?;
+        }
+        self.passing_through = next;
+        Ok(())
     }
 
     /// Journals and writes the frame in `out`, holding the first `packets` of `recs` in
