@@ -44,6 +44,8 @@
 #                      TLS) or text (English-like prose; compresses ~2.4x, slowly: the costly
 #                      case for the packet store)
 #   ZSTD_LEVEL=1       storage.zstd_level of `tapvault capture` (1..22, or a fast level, -1 and below)
+#   ZSTD_ADAPTIVE=true storage.zstd_adaptive of `tapvault capture` (pass incompressible frames
+#                      through)
 #   TX_CPU=0 RX_CPU=1  CPUs of sender and receiver
 #   BUFFER_MB=32       receive buffer of the AF_PACKET receivers (rxbench ring, tcpdump -B,
 #                      capture.block_count of 1 MiB blocks)
@@ -84,6 +86,7 @@ RX_IDLE=$(awk -v s="$SETTLE_SECONDS" 'BEGIN {print s + 1}')
 FLOWS=${FLOWS:-64}
 PAYLOAD=${PAYLOAD:-pattern}
 ZSTD_LEVEL=${ZSTD_LEVEL:-1}
+ZSTD_ADAPTIVE=${ZSTD_ADAPTIVE:-true}
 TX_CPU=${TX_CPU:-0}
 RX_CPU=${RX_CPU:-1}
 BUFFER_MB=${BUFFER_MB:-32}
@@ -97,6 +100,7 @@ PIPELINE=${PIPELINE:-auto}
 [[ "$SETTLE_SECONDS" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "live.sh: SETTLE_SECONDS must be a number of seconds, not '$SETTLE_SECONDS'" >&2; exit 2; }
 case "$PAYLOAD" in pattern | random | text) ;; *) echo "live.sh: PAYLOAD must be pattern, random or text, not '$PAYLOAD'" >&2; exit 2 ;; esac
 [[ "$ZSTD_LEVEL" =~ ^-?[0-9]+$ ]] || { echo "live.sh: ZSTD_LEVEL must be a whole number, not '$ZSTD_LEVEL'" >&2; exit 2; }
+case "$ZSTD_ADAPTIVE" in true | false) ;; *) echo "live.sh: ZSTD_ADAPTIVE must be true or false, not '$ZSTD_ADAPTIVE'" >&2; exit 2 ;; esac
 case "$RX_KERNEL" in sender | receiver) ;; *) echo "live.sh: RX_KERNEL must be sender or receiver, not '$RX_KERNEL'" >&2; exit 2 ;; esac
 
 [ "$(id -u)" = 0 ] || { echo "live.sh: needs root (namespaces, veth, packet sockets)" >&2; exit 1; }
@@ -165,7 +169,7 @@ mkdir -p "$OUT"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
     echo "tapvault: $TAPVAULT ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "tcpdump: $(tcpdump --version 2>&1 | head -1)"
-    echo "settings: SIZES='$SIZES' MODES='$MODES' STEP_SECONDS=$STEP_SECONDS STEPS=$STEPS FLOWS=$FLOWS PAYLOAD=$PAYLOAD ZSTD_LEVEL=$ZSTD_LEVEL TX_CPU=$TX_CPU RX_CPU=$RX_CPU BUFFER_MB=$BUFFER_MB UMEM_FRAMES=$UMEM_FRAMES XDP_MODE=$XDP_MODE CAPTURE_CPUS=$CAPTURE_CPUS RX_KERNEL=$RX_KERNEL PIPELINE=$PIPELINE"
+    echo "settings: SIZES='$SIZES' MODES='$MODES' STEP_SECONDS=$STEP_SECONDS STEPS=$STEPS FLOWS=$FLOWS PAYLOAD=$PAYLOAD ZSTD_LEVEL=$ZSTD_LEVEL ZSTD_ADAPTIVE=$ZSTD_ADAPTIVE TX_CPU=$TX_CPU RX_CPU=$RX_CPU BUFFER_MB=$BUFFER_MB UMEM_FRAMES=$UMEM_FRAMES XDP_MODE=$XDP_MODE CAPTURE_CPUS=$CAPTURE_CPUS RX_KERNEL=$RX_KERNEL PIPELINE=$PIPELINE"
     echo "data root: $DATA_ROOT ($(stat -f -c %T "$DATA_ROOT"))"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/env.txt"
@@ -336,7 +340,8 @@ capture_trial() {
         --duration $((STEP_SECONDS + 60)) --data-dir "$dir" --report-json "$rep" --log-level warn \
         --set capture.source="$src" --set capture.interface="$V_RX" \
         --set capture.cpus="$RX_CPU" --set flow.pipeline="$PIPELINE" \
-        --set storage.zstd_level="$ZSTD_LEVEL" "${per_source[@]}" 2> "$err" &
+        --set storage.zstd_level="$ZSTD_LEVEL" --set storage.zstd_adaptive="$ZSTD_ADAPTIVE" \
+        "${per_source[@]}" 2> "$err" &
     local cap=$!
     PIDS+=("$cap")
     wait_for "$err" "capturing from" || return 2
