@@ -118,11 +118,15 @@ pub const CTR_FILTERED: u32 = 4;
 /// Frames to capture whose RX queue had no socket; they got `no_socket_action` (terminal).
 pub const CTR_NO_SOCKET: u32 = 5;
 /// Frames passed because of an internal failure: the config entry missing or never
-/// written (terminal).
+/// written, or, in the [`PROG_NAME_META_IN_DATA`] variant, no headroom for the metadata
+/// prefix (terminal).
 pub const CTR_ERRORS: u32 = 6;
 /// Redirected frames that were truncated to the snap length (not terminal).
 pub const CTR_TRUNCATED: u32 = 7;
-/// Redirected frames without metadata because `bpf_xdp_adjust_meta` failed (not terminal).
+/// Frames without metadata for lack of headroom (not terminal): redirected without it when
+/// `bpf_xdp_adjust_meta` failed; in the [`PROG_NAME_META_IN_DATA`] variant passed to the
+/// kernel instead and also counted in [`CTR_ERRORS`], so that every frame it redirects
+/// carries the prefix.
 pub const CTR_META_FAILED: u32 = 8;
 /// Redirected frames that should have been truncated but `bpf_xdp_adjust_tail` failed; they
 /// went whole (not terminal).

@@ -74,8 +74,9 @@ pub fn tapvault_xdp(ctx: XdpContext) -> u32 {
 
 /// The same program for kernels whose verifier refuses `bpf_xdp_adjust_meta` to XDP programs
 /// (seen on a locked-down 6.18 build): the metadata goes inside the packet data, in front of
-/// the frame (`bpf_xdp_adjust_head`), and user space strips it. A frame that is not
-/// redirected after all is given back unchanged.
+/// the frame (`bpf_xdp_adjust_head`), and user space strips it. A frame that cannot get it
+/// is passed to the kernel (an error), never redirected without it; one whose redirect
+/// fails after all is given back without it.
 #[xdp]
 pub fn tapvault_xdp_head(ctx: XdpContext) -> u32 {
     run::<true>(ctx)
@@ -105,6 +106,14 @@ fn run<const IN_DATA: bool>(ctx: XdpContext) -> u32 {
     }
     // SAFETY: a helper without arguments, allowed in XDP programs since Linux 6.1.
     let ts = unsafe { bpf_ktime_get_tai_ns() };
+    // In the in-data variant every redirected frame carries the prefix: user space strips
+    // it unconditionally, so a frame's own bytes are never taken for one. A frame that
+    // cannot get it is passed to the kernel, untouched, and counted as an error (and in
+    // CTR_META_FAILED).
+    if IN_DATA && !write_meta_in_data(&ctx, ts, len as u32) {
+        count(CTR_ERRORS, 1);
+        return XDP_PASS;
+    }
     let snap = cfg.snap_len as usize;
     if snap != 0 && len > snap {
         // SAFETY: `ctx.ctx` is the program's context; a negative delta shrinks the frame,
@@ -119,12 +128,9 @@ fn run<const IN_DATA: bool>(ctx: XdpContext) -> u32 {
             1,
         );
     }
-    let prefixed = if IN_DATA {
-        write_meta_in_data(&ctx, ts, len as u32)
-    } else {
+    if !IN_DATA {
         write_meta(&ctx, ts, len as u32);
-        false
-    };
+    }
     match XSKS.redirect(queue, 0) {
         Ok(action) => {
             count(CTR_REDIRECTED, 1);
@@ -133,7 +139,7 @@ fn run<const IN_DATA: bool>(ctx: XdpContext) -> u32 {
         }
         Err(_) => {
             // The socket went away between the lookup and the redirect.
-            if prefixed {
+            if IN_DATA {
                 // SAFETY: `ctx.ctx` is the program's context; this takes back exactly the
                 // META_LEN bytes `write_meta_in_data` put in front.
                 unsafe { bpf_xdp_adjust_head(ctx.ctx.cast(), META_LEN as i32) };

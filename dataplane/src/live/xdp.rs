@@ -267,11 +267,13 @@ pub struct XdpCounters {
     pub filtered: u64,
     /// Frames to capture whose queue had no socket (passed or dropped by the policy).
     pub no_socket: u64,
-    /// Frames passed because of an internal failure (config missing).
+    /// Frames passed because of an internal failure (config missing; in the in-data
+    /// variant, no headroom for the metadata prefix).
     pub errors: u64,
     /// Redirected frames truncated to the snap length.
     pub truncated: u64,
-    /// Redirected frames without metadata (no headroom for it).
+    /// Frames without metadata (no headroom for it): redirected without it, or in the
+    /// in-data variant passed to the kernel (and counted in `errors`).
     pub meta_failed: u64,
     /// Redirected frames that could not be truncated (sent whole).
     pub trunc_failed: u64,

@@ -11,9 +11,11 @@
 //! front of it ([`tapvault_xdp_abi::PacketMeta`], CLOCK_TAI converted to CLOCK_REALTIME
 //! here): in the metadata area, or inside the data as a prefix stripped here when the kernel
 //! refuses `bpf_xdp_adjust_meta`
-//! ([`XdpProgram::meta_in_data`](super::xdp::XdpProgram::meta_in_data)). A frame without it
-//! (a driver without headroom for metadata) gets the batch's CLOCK_REALTIME and its captured
-//! length, and is counted in [`XskSocket::frames_without_meta`].
+//! ([`XdpProgram::meta_in_data`](super::xdp::XdpProgram::meta_in_data)). In that variant
+//! the program redirects no frame without the prefix (it passes such frames to the kernel),
+//! so a frame's own bytes are never taken for one. A frame without metadata (a driver
+//! without headroom for it, metadata-area variant) gets the batch's CLOCK_REALTIME and its
+//! captured length, and is counted in [`XskSocket::frames_without_meta`].
 
 use std::{
     cell::Cell,
