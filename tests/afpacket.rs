@@ -21,7 +21,7 @@ use tapvault_dataplane::live::{
     afpacket::{AfPacketOptions, AfPacketSource, AfPacketTx, Fanout, FanoutMode, TxOptions},
 };
 
-use crate::util::{analyze_json, sh};
+use crate::util::{IpGuard, Scratch, analyze_json, sh};
 
 /// False (after saying why) when `test` must skip: not root and not in CI.
 fn privileged(test: &str) -> bool {
@@ -37,7 +37,8 @@ struct Pair {
     ns_b: String,
     a: String,
     b: String,
-    created: Vec<String>,
+    /// The namespaces made so far, deleted on drop.
+    created: Vec<IpGuard>,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -57,7 +58,7 @@ impl Pair {
         assert!(p.a.len() <= 15, "interface name {} too long", p.a);
         for ns in [p.ns_a.clone(), p.ns_b.clone()] {
             sh(&["ip", "netns", "add", &ns]);
-            p.created.push(ns.clone());
+            p.created.push(IpGuard::netns(ns.clone()));
             sh(&[
                 "ip",
                 "netns",
@@ -97,39 +98,6 @@ impl Pair {
             ..AfPacketOptions::new(dev.as_str())
         };
         AfPacketSource::open(&opts).expect("open AF_PACKET source")
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for ns in self.created.drain(..) {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        }
-    }
-}
-
-/// A scratch directory, removed unless the test fails.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!(
-            "tapvault-afpacket-{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&d).expect("scratch dir");
-        Scratch(d)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("afpacket test: kept {} for inspection", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 }
 
@@ -211,7 +179,7 @@ fn blaster_frames_arrive_byte_identical_and_counted() {
         return;
     }
     let pair = Pair::new();
-    let dir = Scratch::new("exact");
+    let dir = Scratch::new("afpacket-exact");
     for (size, packets) in [("64", "5000"), ("1500", "3000")] {
         let mut src = pair.source(true, None);
         let pcap = dir.0.join(format!("sent-{size}.pcap"));
@@ -324,7 +292,7 @@ fn both_directions_of_a_flow_are_seen_on_one_end() {
         return;
     }
     let pair = Pair::new();
-    let dir = Scratch::new("both");
+    let dir = Scratch::new("afpacket-both");
     let mut src = pair.source(false, None);
     let (pc, ps) = (dir.0.join("client.pcap"), dir.0.join("server.pcap"));
     let common = ["--flows", "4", "--frame-size", "200", "--packets", "600"];
@@ -383,7 +351,7 @@ fn fanout_hash_keeps_both_directions_of_a_flow_together() {
         return;
     }
     let pair = Pair::new();
-    let dir = Scratch::new("fanout");
+    let dir = Scratch::new("afpacket-fanout");
     let group = Fanout {
         group: (std::process::id() & 0xffff) as u16,
         mode: FanoutMode::Hash,
@@ -455,7 +423,7 @@ fn blaster_tcp_is_clean_for_the_analyzer() {
         return;
     }
     let pair = Pair::new();
-    let dir = Scratch::new("analyze");
+    let dir = Scratch::new("afpacket-analyze");
     let cap = dir.0.join("tcpdump.pcap");
     let td = Command::new("ip")
         .args([

@@ -11,6 +11,8 @@ use std::{
 use serde_json::Value;
 use tapvault_config::Config;
 
+use crate::util::{IpGuard, Scratch};
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -34,25 +36,6 @@ fn tool(name: &str) -> Option<PathBuf> {
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let d = std::env::temp_dir().join(format!("tapvault-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("scratch dir");
-        Scratch(d)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 #[test]
 fn systemd_unit_verifies() {
@@ -271,7 +254,7 @@ fn check_rejects_bad_configs() {
 }
 
 /// A veth pair with `n` RX queues, deleted on drop.
-struct Veth(String);
+struct Veth(IpGuard);
 
 impl Veth {
     fn new(queues: u32) -> Veth {
@@ -301,8 +284,8 @@ impl Veth {
             .status()
             .expect("run ip");
         assert!(st.success(), "ip link add {name} failed");
-        let v = Veth(name);
-        for dev in [&v.0, &peer] {
+        let v = Veth(IpGuard::link(name));
+        for dev in [&v.0.name, &peer] {
             assert!(
                 Command::new("ip")
                     .args(["link", "set", dev, "up"])
@@ -312,12 +295,6 @@ impl Veth {
             );
         }
         v
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
     }
 }
 
@@ -333,7 +310,7 @@ fn check_reports_a_veth() {
         &cfg,
         format!(
             "[capture]\nsource = \"af_xdp\"\ninterface = \"{}\"\nqueues = [0, 1]\n[storage]\ndata_dir = \"{}\"\n",
-            veth.0,
+            veth.0.name,
             dir.0.join("data").display()
         ),
     )

@@ -8,13 +8,13 @@
 //! iproute2 and tshark installed. It skips, saying so, only when not root and `CI` is unset;
 //! in CI it always runs, and fails if it cannot.
 
-use std::{path::PathBuf, process::Command, time::Instant};
+use std::{process::Command, time::Instant};
 
 use serde_json::Value;
 
 use crate::{
     differential::{NO_TIMEOUTS, compare},
-    util::{analyze_json, shared_dir},
+    util::{IpGuard, Scratch, analyze_json, shared_dir},
 };
 
 /// Server ports of the demo's scenarios (`src/lab/traffic.rs`).
@@ -23,19 +23,6 @@ const BULK_PORT: u64 = 5002;
 const SLOW_PORT: u64 = 5003;
 const KEEPALIVE_PORT: u64 = 5004;
 const CLOSED_PORT: u64 = 5009;
-
-/// A scratch directory, removed when the test passes and kept (and named) when it fails.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("netns test: kept {} for inspection", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
 
 /// The TCP records whose server port is `port`.
 fn by_port(records: &[Value], port: u64) -> Vec<&Value> {
@@ -177,18 +164,6 @@ fn run_demo(dir: &std::path::Path, extra: &[&str]) -> String {
     stdout
 }
 
-fn scratch_dir(tag: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!(
-        "tapvault-{tag}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    ));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    Scratch(dir)
-}
-
 /// Both workers received frames (the report's `worker_frames`).
 fn both_workers_used(stdout: &str) {
     let capture: Value = stdout
@@ -213,7 +188,7 @@ fn live_af_xdp_two_queues() {
     if !crate::util::privileged("live AF_XDP capture (live_af_xdp_two_queues)") {
         return;
     }
-    let scratch = scratch_dir("xsk2-demo");
+    let scratch = Scratch::new("xsk2-demo");
     let stdout = run_demo(&scratch.0, &["--queues", "2"]);
     both_workers_used(&stdout);
 }
@@ -225,7 +200,7 @@ fn live_af_packet_matches_tcpdump() {
     if !crate::util::privileged("live AF_PACKET capture (live_af_packet_matches_tcpdump)") {
         return;
     }
-    let scratch = scratch_dir("afp-demo");
+    let scratch = Scratch::new("afp-demo");
     let stdout = run_demo(&scratch.0, &["--source", "af_packet", "--queues", "2"]);
     both_workers_used(&stdout);
 }
@@ -239,7 +214,7 @@ fn live_af_packet_inline_matches_tcpdump() {
     if !crate::util::privileged("live AF_PACKET capture (live_af_packet_inline_matches_tcpdump)") {
         return;
     }
-    let scratch = scratch_dir("afp-inline-demo");
+    let scratch = Scratch::new("afp-inline-demo");
     let stdout = run_demo(
         &scratch.0,
         &["--source", "af_packet", "--pipeline", "inline"],
@@ -285,15 +260,8 @@ fn demo_capture_matches_tshark() {
     let gt = shared.join("testdata/gt.py");
     assert!(gt.is_file(), "{} is missing", gt.display());
     let t0 = Instant::now();
-    let dir = std::env::temp_dir().join(format!(
-        "tapvault-netns-test-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    ));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    let scratch = Scratch(dir.clone());
+    let scratch = Scratch::new("netns-test");
+    let dir = scratch.0.clone();
 
     // 1. Real kernel TCP, captured live through XDP + AF_XDP on a SPAN port, and by tcpdump
     //    on a second mirror; the demo compares the two (exits non-zero on a difference).
@@ -421,7 +389,7 @@ fn readme_demo_prints_and_serves() {
         readme.contains("bash scripts/demo.sh"),
         "README's demo command"
     );
-    let scratch = scratch_dir("readme-demo");
+    let scratch = Scratch::new("readme-demo");
     let mut child = Command::new("bash")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
         .args(["--seconds", "3", "--out"])
@@ -507,15 +475,6 @@ fn readme_demo_prints_and_serves() {
     assert!(st.success(), "demo exit status {st}");
 }
 
-/// A network namespace deleted on drop (panics included).
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 /// A capture in another namespace whose interface is not there says so, naming the
 /// namespace, before it opens anything.
 #[test]
@@ -523,15 +482,22 @@ fn capture_names_a_missing_interface_in_its_namespace() {
     if !crate::util::privileged("capture_names_a_missing_interface_in_its_namespace") {
         return;
     }
-    let ns = Netns(format!("tvmiss{}", std::process::id()));
+    let ns = IpGuard::netns(format!("tvmiss{}", std::process::id()));
     let ok = Command::new("ip")
-        .args(["netns", "add", &ns.0])
+        .args(["netns", "add", &ns.name])
         .status()
         .expect("ip netns add");
     assert!(ok.success());
     for source in ["af_packet", "af_xdp"] {
         let out = Command::new(env!("CARGO_BIN_EXE_tapvault"))
-            .args(["capture", "--no-api", "--netns", &ns.0, "--duration", "1"])
+            .args([
+                "capture",
+                "--no-api",
+                "--netns",
+                &ns.name,
+                "--duration",
+                "1",
+            ])
             .args(["--set", "capture.interface=nope0"])
             .args(["--set", &format!("capture.source={source}")])
             .output()
@@ -541,7 +507,7 @@ fn capture_names_a_missing_interface_in_its_namespace() {
         assert!(
             err.contains(&format!(
                 "capture.interface: no interface named \"nope0\" in namespace `{}`",
-                ns.0
+                ns.name
             )),
             "{source}: {err}"
         );

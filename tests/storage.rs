@@ -17,6 +17,8 @@ use std::{
     time::Duration,
 };
 
+use crate::util::Scratch;
+
 const BIN: &str = env!("CARGO_BIN_EXE_tapvault");
 const FLUSH_NS: i64 = 1_000_000_000;
 const TICK_NS: i64 = 20_000_000;
@@ -54,16 +56,6 @@ fn soak_packet(round: u32, seq: u64) -> Vec<u8> {
     out
 }
 
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 /// All files under `dir`.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap().flatten() {
@@ -98,9 +90,7 @@ fn read_ack(path: &Path) -> (Option<i64>, u64, u64) {
 
 #[test]
 fn sigkill_loses_at_most_the_last_flush_interval() {
-    let dir = Dir(std::env::temp_dir().join(format!("tapvault-crash-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = Scratch::new("crash");
     let root = dir.0.join("store");
     let seed = now_ns() as u64 ^ u64::from(std::process::id());
     eprintln!("crash test seed {seed:#x}, store {}", root.display());

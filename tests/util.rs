@@ -1,7 +1,70 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    sync::atomic::{AtomicU32, Ordering},
 };
+
+/// A network namespace or a link a test made, deleted on drop, a failing test's included.
+/// Tests only ever guard names they created (unique per process and test).
+pub(crate) struct IpGuard {
+    /// `netns` or `link`.
+    kind: &'static str,
+    pub(crate) name: String,
+}
+
+impl IpGuard {
+    /// Deletes namespace `name` on drop (with the links inside it).
+    pub(crate) fn netns(name: impl Into<String>) -> IpGuard {
+        IpGuard {
+            kind: "netns",
+            name: name.into(),
+        }
+    }
+
+    /// Deletes link `name` (and a veth's peer with it) on drop.
+    pub(crate) fn link(name: impl Into<String>) -> IpGuard {
+        IpGuard {
+            kind: "link",
+            name: name.into(),
+        }
+    }
+}
+
+impl Drop for IpGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args([self.kind, "del", &self.name])
+            .output();
+    }
+}
+
+/// A fresh scratch directory under the temporary directory, removed on drop when the test
+/// passed, kept (and named on stderr) for inspection when it failed.
+pub(crate) struct Scratch(pub(crate) PathBuf);
+
+impl Scratch {
+    pub(crate) fn new(tag: &str) -> Scratch {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "tapvault-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("scratch dir");
+        Scratch(d)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} for inspection", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
 
 /// The `shared/` directory beside the repository, or `None` (after printing why) when it is
 /// missing and we are not in CI. In CI a missing `shared/` is a failure.

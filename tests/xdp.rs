@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::util::sh;
+use crate::util::{IpGuard, sh};
 use tapvault_dataplane::live::{
     RxSource,
     sys::{NetnsGuard, RawSender, pin_to_cpu, realtime_ns},
@@ -43,6 +43,8 @@ struct Lab {
     ns_peer: String,
     cap: String,
     peer: String,
+    /// The namespaces made so far (with the veth inside), deleted on drop.
+    made: Vec<IpGuard>,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -51,16 +53,18 @@ impl Lab {
     fn new(queues: u32) -> Lab {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
-        let lab = Lab {
+        let mut lab = Lab {
             ns_cap: format!("tvx{pid}-{n}c"),
             ns_peer: format!("tvx{pid}-{n}p"),
             cap: format!("tx{pid}{n}c"),
             peer: format!("tx{pid}{n}p"),
+            made: Vec::new(),
         };
         assert!(lab.cap.len() <= 15 && lab.peer.len() <= 15);
-        sh(&["ip", "netns", "add", &lab.ns_cap]);
-        // From here on, Drop deletes what exists.
-        sh(&["ip", "netns", "add", &lab.ns_peer]);
+        for ns in [lab.ns_cap.clone(), lab.ns_peer.clone()] {
+            sh(&["ip", "netns", "add", &ns]);
+            lab.made.push(IpGuard::netns(ns));
+        }
         let q = queues.to_string();
         sh(&[
             "ip",
@@ -126,14 +130,6 @@ impl Lab {
                 s.send(f).expect("send");
             }
         })
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.ns_peer, &self.ns_cap] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
     }
 }
 
