@@ -39,10 +39,11 @@
 #   STEP_SECONDS=3     sending time per trial
 #   STEPS=6            bisection steps after the unpaced trial
 #   FLOWS=64           concurrent TCP connections
-#   PAYLOAD=pattern    what the data segments carry (`tapvault blast --payload`): pattern (the
-#                      alphabet repeated; compresses ~50x, fast), random (incompressible, like
-#                      TLS) or text (English-like prose; compresses ~2.4x, slowly: the costly
-#                      case for the packet store)
+#   PAYLOAD=random     what the data segments carry (`tapvault blast --payload`): random
+#                      (incompressible, like TLS, which most tapped traffic is), text
+#                      (English-like prose; compresses ~2.4x, slowly: the costly case for the
+#                      packet store) or pattern (the alphabet repeated; compresses ~50x, almost
+#                      free: what every run before session 9 sent)
 #   ZSTD_LEVEL=1       storage.zstd_level of `tapvault capture` (1..22, or a fast level, -1 and below)
 #   ZSTD_ADAPTIVE=true storage.zstd_adaptive of `tapvault capture` (pass incompressible frames
 #                      through)
@@ -84,7 +85,7 @@ COST_PPS=${COST_PPS:-0}
 # the NAPI thread of its XDP program) are still there for the second reading of rx_threads_ns.
 RX_IDLE=$(awk -v s="$SETTLE_SECONDS" 'BEGIN {print s + 1}')
 FLOWS=${FLOWS:-64}
-PAYLOAD=${PAYLOAD:-pattern}
+PAYLOAD=${PAYLOAD:-random}
 ZSTD_LEVEL=${ZSTD_LEVEL:-1}
 ZSTD_ADAPTIVE=${ZSTD_ADAPTIVE:-true}
 TX_CPU=${TX_CPU:-0}
