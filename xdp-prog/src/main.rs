@@ -106,9 +106,9 @@ fn run<const IN_DATA: bool>(ctx: XdpContext) -> u32 {
     }
     // SAFETY: a helper without arguments, allowed in XDP programs since Linux 6.1.
     let ts = unsafe { bpf_ktime_get_tai_ns() };
-    // In the in-data variant every redirected frame carries the prefix: user space strips
-    // it unconditionally, so a frame's own bytes are never taken for one. A frame that
-    // cannot get it is passed to the kernel, untouched, and counted as an error (and in
+    // In the in-data variant every redirected frame carries the prefix, so user space never
+    // gets a frame without one whose own bytes could pass for it. A frame that cannot get
+    // it is passed to the kernel, untouched, and counted as an error (and in
     // CTR_META_FAILED).
     if IN_DATA && !write_meta_in_data(&ctx, ts, len as u32) {
         count(CTR_ERRORS, 1);

@@ -856,7 +856,7 @@ impl SegmentWriter {
     /// (padding left out), the compressor being between frames (see
     /// [`SegmentOptions::zstd_adaptive`]).
     fn adapt(&mut self, compressed: usize, len: usize) -> Result<()> {
-        if !self.options.zstd_adaptive {
+        if !self.options.zstd_adaptive || self.options.zstd_level <= PASS_THROUGH_LEVEL {
             return Ok(());
         }
         let next = match self.passing_through {
