@@ -6,6 +6,7 @@
 //! drains, flushes every flow and publishes what is open.
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     sync::{
         Arc, Mutex, OnceLock,
@@ -22,6 +23,7 @@ use tapvault_api::{
 use tapvault_config::{
     Config, FileSpeed, NoSocketAction, PipelineMode, Queues, SourceKind, XdpMode, ZeroCopy,
 };
+use tapvault_dataplane::host::{DriverStats, is_rx_loss_stat};
 use tapvault_dataplane::live::{
     RxSource, SourceStats,
     afpacket::{self, AfPacketOptions, AfPacketSource, Fanout, FanoutMode},
@@ -569,6 +571,10 @@ struct IfaceWatch {
     base: IfaceCounters,
     /// Host-wide backlog drops when the capture started (`None`: unreadable).
     backlog_base: Option<u64>,
+    /// The driver's statistics (`None`: it reports none), and the receive-loss ones' values
+    /// when the capture started.
+    driver: Option<DriverStats>,
+    driver_base: BTreeMap<String, u64>,
 }
 
 impl IfaceWatch {
@@ -603,11 +609,28 @@ impl IfaceWatch {
             }
         };
         let base = stats.read()?;
+        let mut driver = match DriverStats::open(&c.interface) {
+            Ok(d) => Some(d),
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => None,
+            Err(e) => {
+                tracing::warn!(
+                    interface = %c.interface,
+                    "the driver's statistics cannot be read ({e}); the status will not show them"
+                );
+                None
+            }
+        };
+        let driver_base = driver
+            .as_mut()
+            .and_then(|d| driver_losses(d).ok())
+            .unwrap_or_default();
         Ok(Some(IfaceWatch {
             name: c.interface.clone(),
             stats,
             base,
             backlog_base: softnet_dropped().ok(),
+            driver,
+            driver_base,
         }))
     }
 
@@ -626,8 +649,31 @@ impl IfaceWatch {
         x.host_backlog_dropped = self
             .backlog_base
             .and_then(|b| Some(softnet_dropped().ok()?.saturating_sub(b)));
+        x.driver_drops = self.driver.as_mut().and_then(|d| {
+            let now = driver_losses(d).ok()?;
+            Some(
+                now.into_iter()
+                    .map(|(k, v)| {
+                        // A statistic that appeared later (a reconfigured driver) counts whole.
+                        let base = self.driver_base.get(&k).copied().unwrap_or(0);
+                        (k, v.saturating_sub(base))
+                    })
+                    .collect(),
+            )
+        });
         Some(x)
     }
+}
+
+/// The driver's receive-loss statistics now ([`is_rx_loss_stat`]), by name.
+fn driver_losses(d: &mut DriverStats) -> std::io::Result<BTreeMap<String, u64>> {
+    let values = d.read()?;
+    Ok(d.names()
+        .iter()
+        .zip(values)
+        .filter(|(name, _)| is_rx_loss_stat(name))
+        .map(|(name, v)| (name.clone(), v))
+        .collect())
 }
 
 /// The API's view of a running capture.

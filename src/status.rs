@@ -122,6 +122,18 @@ pub(crate) fn status(a: StatusArgs) -> Result<()> {
         if let Some(b) = x.get("host_backlog_dropped").and_then(Value::as_u64) {
             println!("  host input backlog drops (all interfaces): {b}");
         }
+        // The driver's loss counters that moved (all of them are in the JSON).
+        let moved: Vec<String> = x
+            .get("driver_drops")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
+            .map(|(k, v)| format!("{k} {}", n(v)))
+            .collect();
+        if !moved.is_empty() {
+            println!("  driver drops: {}", moved.join(", "));
+        }
     }
     for s in v["shards"].as_array().into_iter().flatten() {
         println!(

@@ -127,6 +127,16 @@ fn run_demo(dir: &std::path::Path, extra: &[&str]) -> String {
     ] {
         assert_eq!(i(k), 0, "interface.{k}: {capture}");
     }
+    // The capture port is a veth: its driver counts drops per queue (`ethtool -S`), and
+    // lost nothing either.
+    let driver = capture["interface"]["driver_drops"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no driver statistics: {capture}"));
+    assert!(driver.contains_key("rx_queue_0_drops"), "{capture}");
+    assert!(driver.contains_key("rx_queue_0_xdp_drops"), "{capture}");
+    for (k, v) in driver {
+        assert_eq!(v.as_u64(), Some(0), "interface.driver_drops.{k}: {capture}");
+    }
     // The live status the API served, taken while the capture ran: the same device and XDP
     // variant, counters no further than the final report's.
     let live: Value = stdout

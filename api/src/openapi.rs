@@ -78,7 +78,7 @@ fn status_schema() -> Value {
         "queues": {"type": "array", "items": q},
         "shards": {"type": "array", "items": sh},
         "storage": storage,
-        "interface": {"type": "object", "nullable": true, "properties": {"name": {"type": "string"}, "rx_packets": int, "rx_bytes": int, "rx_dropped": int, "rx_fifo_errors": int, "rx_frame_errors": int, "rx_errors": int, "host_backlog_dropped": {"type": "integer", "nullable": true}}},
+        "interface": {"type": "object", "nullable": true, "properties": {"name": {"type": "string"}, "rx_packets": int, "rx_bytes": int, "rx_dropped": int, "rx_fifo_errors": int, "rx_frame_errors": int, "rx_errors": int, "host_backlog_dropped": {"type": "integer", "nullable": true}, "driver_drops": {"type": "object", "nullable": true, "additionalProperties": int}}},
         "xdp": {"type": "object", "nullable": true, "properties": {"seen": int, "redirected": int, "filtered": int, "no_socket": int, "errors": int, "truncated": int, "meta_failed": int, "metadata": {"type": "string", "enum": ["meta_area", "packet_data"]}}},
     }))
 }

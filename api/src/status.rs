@@ -1,7 +1,7 @@
 //! Live health: the [`StatusSource`] trait the capture pipeline implements, the snapshot it
 //! returns, `GET /api/v1/status`, `GET /metrics` (Prometheus text), `/healthz`, `/readyz`.
 
-use std::{fmt::Write as _, path::PathBuf, sync::Arc};
+use std::{collections::BTreeMap, fmt::Write as _, path::PathBuf, sync::Arc};
 
 use axum::{
     Json,
@@ -75,6 +75,11 @@ pub struct InterfaceStatus {
     /// one's alone. AF_PACKET capture behind RPS or a driver without NAPI (veth) loses frames
     /// there before any socket sees them. `null` if unreadable.
     pub host_backlog_dropped: Option<u64>,
+    /// The driver's own receive-loss statistics (`ethtool -S`: drops, misses, discards,
+    /// missing buffers, errors, per queue where the driver counts per queue), by the
+    /// driver's names, since the capture started. `null` when the driver reports no
+    /// statistics (or they could not be read now).
+    pub driver_drops: Option<BTreeMap<String, u64>>,
 }
 
 impl StatusSnapshot {
@@ -489,6 +494,15 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
                 ("errors", x.rx_errors),
             ],
         );
+        if let Some(d) = &x.driver_drops {
+            f.head(
+                "tapvault_interface_driver_drops_total",
+                "counter",
+                "The capture interface driver's own receive-loss statistics (ethtool -S names) since the capture started.",
+            );
+            let by: Vec<(&str, u64)> = d.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            f.breakdown("tapvault_interface_driver_drops_total", &l, "counter", &by);
+        }
         if let Some(v) = x.host_backlog_dropped {
             f.head(
                 "tapvault_host_backlog_drops_total",
@@ -713,6 +727,7 @@ mod tests {
             rx_packets: 99,
             rx_dropped: 3,
             host_backlog_dropped: Some(8),
+            driver_drops: Some(BTreeMap::from([("rx_queue_0_drops".to_owned(), 5)])),
             ..InterfaceStatus::default()
         });
         let text = prometheus(&s, &[(200, 4), (400, 1)]);
@@ -754,6 +769,9 @@ mod tests {
         assert!(text.contains("tapvault_xdp_program_info{metadata=\"packet_data\"} 1"));
         assert!(text.contains("tapvault_interface_rx_packets_total{interface=\"eth1\"} 99"));
         assert!(text.contains("\ntapvault_host_backlog_drops_total 8\n"));
+        assert!(text.contains(
+            "tapvault_interface_driver_drops_total{interface=\"eth1\",counter=\"rx_queue_0_drops\"} 5"
+        ));
         assert!(text.contains("\ntapvault_storage_frames_passed_through_total 12\n"));
         assert!(text.contains(
             "tapvault_interface_rx_drops_total{interface=\"eth1\",reason=\"dropped\"} 3"

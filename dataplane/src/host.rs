@@ -141,9 +141,14 @@ pub fn fs_space(path: &Path) -> io::Result<(u64, u64)> {
 }
 
 /// Issues one `SIOCETHTOOL` ioctl with `buf` as the command structure (its first u32 is the
-/// command).
+/// command), on a socket of the calling thread's network namespace.
 fn ethtool(iface: &str, buf: &mut [u8]) -> io::Result<()> {
     let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    ethtool_on(&fd, iface, buf)
+}
+
+/// [`ethtool`] on socket `fd`: the interface is looked up in the namespace `fd` was made in.
+fn ethtool_on(fd: &OwnedFd, iface: &str, buf: &mut [u8]) -> io::Result<()> {
     let name = CString::new(iface).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let bytes = name.as_bytes_with_nul();
     if bytes.len() > libc::IFNAMSIZ {
@@ -204,6 +209,142 @@ pub fn driver_info(iface: &str) -> io::Result<DriverInfo> {
         firmware: cstr(&b[68..100]),
         bus_info: cstr(&b[100..132]),
     })
+}
+
+/// The driver's own statistics (`ethtool -S`): names read once, values on demand, through a
+/// socket of the namespace [`DriverStats::open`] ran in (so a capture in another namespace
+/// reads its own device).
+#[derive(Debug)]
+pub struct DriverStats {
+    fd: OwnedFd,
+    iface: String,
+    names: Vec<String>,
+    buf: Vec<u8>,
+}
+
+/// `ETHTOOL_GSTRINGS` / `ETHTOOL_GSTATS` string set of the statistics (`ETH_SS_STATS`).
+const ETH_SS_STATS: u32 = 1;
+/// Bytes of one name in `ETHTOOL_GSTRINGS` (`ETH_GSTRING_LEN`).
+const GSTRING_LEN: usize = 32;
+
+impl DriverStats {
+    /// Reads the names of `iface`'s driver statistics in the calling thread's namespace.
+    /// Fails with `Unsupported` when the driver has none (loopback, many virtual devices).
+    pub fn open(iface: &str) -> io::Result<Self> {
+        let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+        let mut s = DriverStats {
+            fd,
+            iface: iface.to_owned(),
+            names: Vec::new(),
+            buf: Vec::new(),
+        };
+        s.read_names()?;
+        if s.names.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("the driver of `{iface}` reports no statistics"),
+            ));
+        }
+        Ok(s)
+    }
+
+    /// The statistics' names, in the order of [`read`](Self::read)'s values.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// How many statistics the driver reports now (`n_stats` of `ETHTOOL_GDRVINFO`).
+    fn count(&self) -> io::Result<usize> {
+        let mut b = vec![0u8; 4 + 32 * 5 + 12 + 20];
+        put_u32(&mut b, 0, 0x0000_0003);
+        ethtool_on(&self.fd, &self.iface, &mut b).map_err(|e| match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) => io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("`{}` has no ethtool driver information", self.iface),
+            ),
+            _ => e,
+        })?;
+        // struct ethtool_drvinfo: ..., reserved2[12] at 164, n_priv_flags at 176, n_stats.
+        Ok(u32_at(&b, 180) as usize)
+    }
+
+    fn read_names(&mut self) -> io::Result<()> {
+        let n = self.count()?;
+        // struct ethtool_gstrings: cmd, string_set, len, then len names of 32 bytes.
+        let mut b = vec![0u8; 12 + n * GSTRING_LEN];
+        put_u32(&mut b, 0, 0x0000_001b);
+        put_u32(&mut b, 4, ETH_SS_STATS);
+        put_u32(&mut b, 8, n as u32);
+        ethtool_on(&self.fd, &self.iface, &mut b)?;
+        let got = (u32_at(&b, 8) as usize).min(n);
+        self.names = (0..got)
+            .map(|i| cstr(&b[12 + i * GSTRING_LEN..12 + (i + 1) * GSTRING_LEN]))
+            .collect();
+        Ok(())
+    }
+
+    /// The values now, one per [`names`](Self::names) entry. When the driver's set changed
+    /// (a reconfiguration), the names are read again first.
+    pub fn read(&mut self) -> io::Result<Vec<u64>> {
+        let n = self.count()?;
+        if n != self.names.len() {
+            self.read_names()?;
+        }
+        let n = self.names.len();
+        // struct ethtool_stats: cmd, n_stats, then n_stats u64. The kernel writes as many
+        // values as the driver has at the time of the call, whatever n_stats says, so the
+        // buffer leaves room for the set to grow in between.
+        let cap = n * 2 + 64;
+        self.buf.clear();
+        self.buf.resize(8 + cap * 8, 0);
+        put_u32(&mut self.buf, 0, 0x0000_001d);
+        put_u32(&mut self.buf, 4, n as u32);
+        ethtool_on(&self.fd, &self.iface, &mut self.buf)?;
+        let got = u32_at(&self.buf, 4) as usize;
+        if got != n {
+            return Err(io::Error::other(format!(
+                "the driver of `{}` changed its statistics during the read ({n} names, {got} values)",
+                self.iface
+            )));
+        }
+        Ok((0..n)
+            .map(|i| {
+                let o = 8 + i * 8;
+                u64::from_ne_bytes(self.buf[o..o + 8].try_into().expect("8 bytes"))
+            })
+            .collect())
+    }
+}
+
+/// Whether a driver statistic named `name` counts received frames lost or damaged: no word
+/// of the name starts with `tx` (words split at anything not a letter or digit), and it
+/// speaks of drops, misses, discards, missing buffers or descriptors, failed allocations,
+/// overruns, full queues or errors. Names are the driver's own: `rx_queue_0_drops` (veth),
+/// `rx_missed_errors` (ixgbe), `rx_out_of_buffer` (mlx5), `port.rx_discards` (i40e).
+pub fn is_rx_loss_stat(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    if n.split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|w| w.starts_with("tx"))
+    {
+        return false;
+    }
+    [
+        "drop",
+        "miss",
+        "discard",
+        "no_buf",
+        "nobuf",
+        "out_of_buf",
+        "no_desc",
+        "fail",
+        "fifo",
+        "overrun",
+        "over_err",
+        "full",
+        "err",
+    ]
+    .iter()
+    .any(|k| n.contains(k))
 }
 
 /// Channel counts from `ETHTOOL_GCHANNELS` (`ethtool -l`).
@@ -489,6 +630,43 @@ mod tests {
             indir: vec![],
         };
         assert!(rss.symmetric(), "sym-xor makes any key symmetric");
+    }
+
+    #[test]
+    fn rx_loss_stats_are_picked_by_name() {
+        for name in [
+            "rx_queue_0_drops",
+            "rx_queue_1_xdp_drops",
+            "rx_missed_errors",
+            "rx_no_buffer_count",
+            "rx_out_of_buffer",
+            "port.rx_discards",
+            "rx_fifo_errors",
+            "alloc_rx_page_failed",
+            "rx_wqe_err",
+            "RX_CRC_ERRORS",
+        ] {
+            assert!(is_rx_loss_stat(name), "{name}");
+        }
+        for name in [
+            "rx_queue_0_xdp_packets",
+            "rx_bytes",
+            "tx_dropped",
+            "tx_queue_0_xdp_xmit_errors",
+            "rx_queue_0_xdp_tx_errors",
+            "port.tx_errors",
+            "txq0_drops",
+            "peer_ifindex",
+        ] {
+            assert!(!is_rx_loss_stat(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn loopback_has_no_driver_statistics() {
+        let e = DriverStats::open("lo").expect_err("lo has no ethtool statistics");
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{e}");
+        assert!(DriverStats::open("no-such-if0").is_err());
     }
 
     #[test]
