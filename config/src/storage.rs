@@ -77,10 +77,10 @@ pub struct StorageConfig {
     /// faster than 1 for about 13 % more bytes; around -1000 the data is stored almost as
     /// it is, at several GB/s. Default: 1.
     pub zstd_level: i32,
-    /// Store traffic that does not compress (encrypted payloads) almost as it is: after a
-    /// zstd frame that `zstd_level` shrank by less than 8 %, the next frames use zstd's fast
-    /// level -1000, and every 16th tries `zstd_level` again. Counted in the status as
-    /// `storage.frames_passed_through`. Default: true.
+    /// Store traffic that does not compress (encrypted payloads) as it is: after a zstd
+    /// frame that `zstd_level` shrank by less than 8 %, the next frames are stored as raw
+    /// zstd blocks (a copy, readable by any zstd reader), and every 16th tries `zstd_level`
+    /// again. Counted in the status as `storage.frames_passed_through`. Default: true.
     pub zstd_adaptive: bool,
     /// Open frames and flow files are written out at least this often, 10ms to 60s, which
     /// bounds what a crash loses. Default: `"1s"`.

@@ -52,18 +52,14 @@ pub struct SegmentOptions {
     pub zstd_level: i32,
     /// Stop compressing traffic that does not compress: after a frame that `zstd_level`
     /// shrank by less than [`ADAPTIVE_MIN_SAVING`] (encrypted payloads, say), the next
-    /// frames use [`PASS_THROUGH_LEVEL`], which stores bytes almost as they are at several
-    /// GB/s, and every [`ADAPTIVE_PROBE_EVERY`]th frame tries `zstd_level` again. Default
-    /// true.
+    /// frames are stored as raw zstd blocks (a copy; any zstd reader reads them), and every
+    /// [`ADAPTIVE_PROBE_EVERY`]th frame tries `zstd_level` again. Default true.
     pub zstd_adaptive: bool,
 }
 
 /// [`SegmentOptions::zstd_adaptive`]: a frame that `zstd_level` shrinks by less than this
 /// share of its bytes counts as incompressible.
 pub const ADAPTIVE_MIN_SAVING: f64 = 0.08;
-/// [`SegmentOptions::zstd_adaptive`]: the level of frames after an incompressible one
-/// (zstd's fast level -1000: no entropy coding, a match search that skips far ahead).
-pub const PASS_THROUGH_LEVEL: i32 = -1000;
 /// [`SegmentOptions::zstd_adaptive`]: while passing through, every this many frames one is
 /// compressed at `zstd_level` again, to notice traffic that became compressible.
 pub const ADAPTIVE_PROBE_EVERY: u32 = 16;
@@ -204,10 +200,10 @@ pub struct SegmentWriter {
     last_flush_ratio: f64,
     /// The thread that writes and syncs the segment files (see [`Io`]).
     io: Io,
-    /// Frames written at [`PASS_THROUGH_LEVEL`] since the last one at `zstd_level`; `None`
-    /// while the compressor runs at `zstd_level`.
+    /// Frames stored raw since the last one compressed at `zstd_level`; `None` while frames
+    /// are compressed (see [`SegmentOptions::zstd_adaptive`]).
     passing_through: Option<u32>,
-    /// Frames written at [`PASS_THROUGH_LEVEL`] since the writer was made.
+    /// Frames stored raw since the writer was made.
     pass_through_frames: u64,
 }
 
@@ -293,6 +289,34 @@ const FRAME_HARD_FACTOR: usize = 2;
 fn frame_bound(produced: usize, pending: usize) -> usize {
     let header = if produced == 0 { FRAME_HEADER_MAX } else { 0 };
     produced + header + pending + BLOCK_HEADER * (pending / BLOCK_MAX + 2)
+}
+
+/// Appends `input` to the frame in `out` as raw zstd blocks (stored, not compressed), after a
+/// frame header when the frame has no output yet; with `end`, the last block ends the frame.
+/// `zstd -d`, tshark and [`SegmentReader`](crate::SegmentReader) read such a frame as any
+/// other, and it takes no more than [`frame_bound`] allows.
+fn store_raw(input: &[u8], out: &mut Vec<u8>, end: bool) {
+    if out.is_empty() {
+        // Magic; a frame header descriptor of 0 (no content size, not single-segment, no
+        // checksum, no dictionary); a window descriptor of 128 KiB (exponent 7, mantissa
+        // 0), which bounds a block to BLOCK_MAX.
+        out.extend_from_slice(&[0x28, 0xb5, 0x2f, 0xfd, 0x00, 7 << 3]);
+    }
+    if input.is_empty() {
+        if end {
+            // An empty raw block, flagged last.
+            out.extend_from_slice(&[0x01, 0x00, 0x00]);
+        }
+        return;
+    }
+    let mut chunks = input.chunks(BLOCK_MAX).peekable();
+    while let Some(chunk) = chunks.next() {
+        let last = end && chunks.peek().is_none();
+        // Block header: bit 0 last, bits 1-2 type (0: raw), bits 3-23 the size.
+        let header = ((chunk.len() as u32) << 3) | u32::from(last);
+        out.extend_from_slice(&header.to_le_bytes()[..BLOCK_HEADER]);
+        out.extend_from_slice(chunk);
+    }
 }
 
 /// Appends `len` (at least [`INNER_PAD_MIN`]) bytes of empty zstd blocks that end the frame
@@ -562,7 +586,7 @@ impl SegmentWriter {
         self.bytes_written + self.segment.as_ref().map_or(0, |s| s.offset)
     }
 
-    /// Frames written at [`PASS_THROUGH_LEVEL`] (see [`SegmentOptions::zstd_adaptive`]).
+    /// Frames stored as raw zstd blocks (see [`SegmentOptions::zstd_adaptive`]).
     pub fn pass_through_frames(&self) -> u64 {
         self.pass_through_frames
     }
@@ -781,13 +805,17 @@ impl SegmentWriter {
             zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_flush
         };
         let before = self.out.len();
-        compress(
-            &mut self.compressor,
-            &self.pending,
-            &mut self.out,
-            directive,
-        )
-        .map_err(zstd_error("compress a frame of", &seg.tmp))?;
+        if self.passing_through.is_some() {
+            store_raw(&self.pending, &mut self.out, end);
+        } else {
+            compress(
+                &mut self.compressor,
+                &self.pending,
+                &mut self.out,
+                directive,
+            )
+            .map_err(zstd_error("compress a frame of", &seg.tmp))?;
+        }
         let c = self.out.len();
         if !self.pending.is_empty() {
             self.last_flush_ratio = ((c - before) as f64 / self.pending.len() as f64).min(1.0);
@@ -827,7 +855,7 @@ impl SegmentWriter {
         }
         if self.extra_blocks == 0 {
             self.compress_pending(true)?;
-            self.adapt(self.out.len(), self.done_len)?;
+            self.adapt(self.out.len(), self.done_len);
             return self.write_frame(self.recs.len(), self.done_len);
         }
         self.compress_pending(false)?;
@@ -848,16 +876,16 @@ impl SegmentWriter {
         self.compressor
             .reset(ResetDirective::SessionOnly)
             .map_err(zstd_error("reset the compressor for", &seg.tmp))?;
-        self.adapt(produced, self.done_len)?;
+        self.adapt(produced, self.done_len);
         self.write_frame(self.recs.len(), self.done_len)
     }
 
-    /// Picks the level of the next frame after one that took `compressed` bytes for `len`
-    /// (padding left out), the compressor being between frames (see
+    /// Decides whether the next frame is compressed or stored raw, after one that took
+    /// `compressed` bytes for `len` (padding left out); the compressor is between frames (see
     /// [`SegmentOptions::zstd_adaptive`]).
-    fn adapt(&mut self, compressed: usize, len: usize) -> Result<()> {
-        if !self.options.zstd_adaptive || self.options.zstd_level <= PASS_THROUGH_LEVEL {
-            return Ok(());
+    fn adapt(&mut self, compressed: usize, len: usize) {
+        if !self.options.zstd_adaptive {
+            return;
         }
         let next = match self.passing_through {
             Some(n) => {
@@ -875,18 +903,7 @@ impl SegmentWriter {
             }
             None => None,
         };
-        if next.is_some() != self.passing_through.is_some() {
-            let level = match next {
-                Some(_) => PASS_THROUGH_LEVEL,
-                None => self.options.zstd_level,
-            };
-            let seg = self.segment.as_ref().expect("a frame is open");
-            self.compressor
-                .set_parameter(CParameter::CompressionLevel(level))
-                .map_err(zstd_error("set the compression level for", &seg.tmp))?;
-        }
         self.passing_through = next;
-        Ok(())
     }
 
     /// Journals and writes the frame in `out`, holding the first `packets` of `recs` in
