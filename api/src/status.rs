@@ -191,7 +191,7 @@ pub struct StorageStatus {
     pub bytes_written: u64,
     /// Packet segments published.
     pub segments_written: u64,
-    /// zstd frames of packets stored almost uncompressed because the traffic did not
+    /// zstd frames of packets stored uncompressed (raw zstd blocks) because the traffic did not
     /// compress (`storage.zstd_adaptive`).
     pub frames_passed_through: u64,
     /// Flow files published.
@@ -605,7 +605,7 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
     f.head(
         "tapvault_storage_frames_passed_through_total",
         "counter",
-        "Packet frames stored almost uncompressed because the traffic did not compress.",
+        "Packet frames stored uncompressed (raw zstd blocks) because the traffic did not compress.",
     );
     f.sample(
         "tapvault_storage_frames_passed_through_total",

@@ -204,7 +204,7 @@ pub struct PacketStoreStats {
     pub bytes_written: u64,
     /// Segments published (rolled, flushed, or recovered after an error).
     pub segments_published: u64,
-    /// zstd frames stored almost uncompressed because the traffic did not compress
+    /// zstd frames stored uncompressed (raw blocks) because the traffic did not compress
     /// ([`SegmentOptions::zstd_adaptive`](crate::SegmentOptions::zstd_adaptive)).
     pub frames_passed_through: u64,
     /// Packets not stored because the disk was full (or below the free-space minimum).
