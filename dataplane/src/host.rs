@@ -162,8 +162,10 @@ fn ethtool_on(fd: &OwnedFd, iface: &str, buf: &mut [u8]) -> io::Result<()> {
     ifr.ifr_ifru.ifru_data = buf.as_mut_ptr().cast();
     // SAFETY: the ioctl reads the name from `ifr` and reads and writes the command structure
     // through `ifru_data`; every command used here writes at most the size its header in
-    // `buf` declares, which the callers allocate (`buf` is exclusively borrowed and outlives
-    // the call).
+    // `buf` declares, which the callers allocate, except ETHTOOL_GSTRINGS and ETHTOOL_GSTATS,
+    // which write as many entries as the driver has at the time of the call: their caller
+    // (`DriverStats`) sizes `buf` for twice the count it just read plus 64 (`buf` is
+    // exclusively borrowed and outlives the call).
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) } < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -270,13 +272,16 @@ impl DriverStats {
 
     fn read_names(&mut self) -> io::Result<()> {
         let n = self.count()?;
-        // struct ethtool_gstrings: cmd, string_set, len, then len names of 32 bytes.
-        let mut b = vec![0u8; 12 + n * GSTRING_LEN];
+        // struct ethtool_gstrings: cmd, string_set, len, then len names of 32 bytes. The
+        // kernel writes as many names as the driver has at the time of the call, whatever
+        // len says, so the buffer leaves room for the set to grow in between.
+        let cap = n * 2 + 64;
+        let mut b = vec![0u8; 12 + cap * GSTRING_LEN];
         put_u32(&mut b, 0, 0x0000_001b);
         put_u32(&mut b, 4, ETH_SS_STATS);
         put_u32(&mut b, 8, n as u32);
         ethtool_on(&self.fd, &self.iface, &mut b)?;
-        let got = (u32_at(&b, 8) as usize).min(n);
+        let got = (u32_at(&b, 8) as usize).min(cap);
         self.names = (0..got)
             .map(|i| cstr(&b[12 + i * GSTRING_LEN..12 + (i + 1) * GSTRING_LEN]))
             .collect();
