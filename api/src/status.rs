@@ -328,7 +328,12 @@ impl Family<'_> {
         let _ = writeln!(self.out, " {v}");
     }
 
-    /// A family with one sample per item.
+    /// A family of one sample.
+    fn single(&mut self, name: &str, kind: &str, help: &str, labels: &[(&str, String)], v: f64) {
+        self.head(name, kind, help);
+        self.sample(name, labels, v);
+    }
+
     /// One sample of `name` per `(label value, count)` in `by`: `labels` plus `key` set to
     /// that value (a counter broken down by stage, outcome or reason).
     fn breakdown(
@@ -348,6 +353,7 @@ impl Family<'_> {
         }
     }
 
+    /// A family with one sample per item.
     fn each<T>(
         &mut self,
         name: &str,
@@ -368,24 +374,27 @@ impl Family<'_> {
 pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
-    f.head("tapvault_up", "gauge", "1 while the tapvault API answers.");
-    f.sample("tapvault_up", &[], 1.0);
-    f.head(
+    f.single(
+        "tapvault_up",
+        "gauge",
+        "1 while the tapvault API answers.",
+        &[],
+        1.0,
+    );
+    f.single(
         "tapvault_capture_attached",
         "gauge",
         "1 when a live capture is attached, 0 when serving history only.",
-    );
-    f.sample(
-        "tapvault_capture_attached",
         &[],
         f64::from(u8::from(s.capture_attached)),
     );
-    f.head(
+    f.single(
         "tapvault_uptime_seconds",
         "gauge",
         "Seconds since the capture or server started.",
+        &[],
+        s.uptime_seconds,
     );
-    f.sample("tapvault_uptime_seconds", &[], s.uptime_seconds);
     let q = |x: &QueueStatus| {
         vec![
             ("interface", x.interface.clone()),
@@ -455,26 +464,14 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
                 ("meta_failed", x.meta_failed),
             ],
         );
-        f.head(
-            "tapvault_xdp_program_info",
-            "gauge",
-            "The XDP program variant: where it puts each frame's metadata (meta_area or packet_data).",
-        );
-        f.sample(
-            "tapvault_xdp_program_info",
-            &[("metadata", x.metadata.clone())],
-            1.0,
-        );
+        f.single("tapvault_xdp_program_info", "gauge", "The XDP program variant: where it puts each frame's metadata (meta_area or packet_data).", &[("metadata", x.metadata.clone())], 1.0);
     }
     if let Some(x) = &s.interface {
         let l = [("interface", x.name.clone())];
-        f.head(
+        f.single(
             "tapvault_interface_rx_packets_total",
             "counter",
             "Frames the capture interface received since the capture started (device statistics).",
-        );
-        f.sample(
-            "tapvault_interface_rx_packets_total",
             &l,
             x.rx_packets as f64,
         );
@@ -504,12 +501,7 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
             f.breakdown("tapvault_interface_driver_drops_total", &l, "counter", &by);
         }
         if let Some(v) = x.host_backlog_dropped {
-            f.head(
-                "tapvault_host_backlog_drops_total",
-                "counter",
-                "Frames the kernel dropped host-wide for a full CPU input backlog (netdev_max_backlog) since the capture started; every interface's traffic.",
-            );
-            f.sample("tapvault_host_backlog_drops_total", &[], v as f64);
+            f.single("tapvault_host_backlog_drops_total", "counter", "Frames the kernel dropped host-wide for a full CPU input backlog (netdev_max_backlog) since the capture started; every interface's traffic.", &[], v as f64);
         }
     }
     let sh = |x: &ShardStatus| vec![("shard", x.shard.to_string())];
@@ -579,90 +571,74 @@ pub(crate) fn prometheus(s: &StatusSnapshot, requests: &[(u16, u64)]) -> String 
             st.records_dropped,
         ),
     ] {
-        f.head(name, "counter", help);
-        f.sample(name, &[], v as f64);
+        f.single(name, "counter", help, &[], v as f64);
     }
-    f.head(
+    f.single(
         "tapvault_storage_bytes_written_total",
         "counter",
         "Bytes written to segments and flow files.",
-    );
-    f.sample(
-        "tapvault_storage_bytes_written_total",
         &[],
         st.bytes_written as f64,
     );
-    f.head(
+    f.single(
         "tapvault_storage_segments_written_total",
         "counter",
         "Packet segments published.",
-    );
-    f.sample(
-        "tapvault_storage_segments_written_total",
         &[],
         st.segments_written as f64,
     );
-    f.head(
+    f.single(
         "tapvault_storage_frames_passed_through_total",
         "counter",
         "Packet frames stored uncompressed (raw zstd blocks) because the traffic did not compress.",
-    );
-    f.sample(
-        "tapvault_storage_frames_passed_through_total",
         &[],
         st.frames_passed_through as f64,
     );
-    f.head(
+    f.single(
         "tapvault_storage_flow_files_written_total",
         "counter",
         "Flow files published.",
-    );
-    f.sample(
-        "tapvault_storage_flow_files_written_total",
         &[],
         st.flow_files_written as f64,
     );
-    f.head(
+    f.single(
         "tapvault_storage_packets_dropped_total",
         "counter",
         "Packets the storage writer dropped.",
-    );
-    f.sample(
-        "tapvault_storage_packets_dropped_total",
         &[],
         st.packets_dropped as f64,
     );
-    f.head(
+    f.single(
         "tapvault_storage_errors_total",
         "counter",
         "Storage write errors.",
+        &[],
+        st.errors as f64,
     );
-    f.sample("tapvault_storage_errors_total", &[], st.errors as f64);
-    f.head(
+    f.single(
         "tapvault_storage_paused_disk_full",
         "gauge",
         "1 while writing is paused because the disk is full.",
-    );
-    f.sample(
-        "tapvault_storage_paused_disk_full",
         &[],
         f64::from(u8::from(st.paused_disk_full)),
     );
     if let Some(lag) = st.lag_seconds {
-        f.head(
+        f.single(
             "tapvault_storage_lag_seconds",
             "gauge",
             "Newest captured minus newest stored packet time.",
+            &[],
+            lag,
         );
-        f.sample("tapvault_storage_lag_seconds", &[], lag);
     }
     if let Some(free) = st.free_bytes {
-        f.head(
+        f.single(
             "tapvault_storage_free_bytes",
             "gauge",
             "Free bytes on the data directory's file system.",
+            &[],
+            free as f64,
         );
-        f.sample("tapvault_storage_free_bytes", &[], free as f64);
     }
     f.head(
         "tapvault_api_requests_total",

@@ -164,8 +164,10 @@ impl StorageConfig {
             p.bad(
                 "storage.zstd_level",
                 format!(
-                    "{} is neither a level 1..=22 nor a fast level -131072..=-1",
-                    self.zstd_level
+                    "{} is neither a level 1..=22 nor a fast level {}..={}",
+                    self.zstd_level,
+                    ZSTD_FAST_LEVELS.start(),
+                    ZSTD_FAST_LEVELS.end()
                 ),
             );
         }
